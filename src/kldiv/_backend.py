@@ -1,0 +1,128 @@
+"""Array backends: which namespace an input belongs to, dtype policy, and lazy framework detection.
+
+A framework is only ever touched if the caller already imported it (its arrays are the evidence),
+in the way einops detects backends: nothing here imports torch, JAX or CuPy.
+"""
+
+from __future__ import annotations
+
+import sys
+from numbers import Number
+from typing import Any
+
+import numpy as np
+
+import array_api_compat
+
+
+def is_numpy_namespace(xp: Any) -> bool:
+    return xp is np or xp is getattr(array_api_compat, "numpy", None)
+
+
+def _is_array(x: Any) -> bool:
+    return array_api_compat.is_array_api_obj(x)
+
+
+def namespace(*arrays: Any) -> Any:
+    """Return the array namespace of the arrays among ``arrays`` (plain NumPy for lists and scalars).
+
+    Lists, tuples and Python numbers adopt the namespace of the array arguments; mixing two
+    frameworks (a NumPy array with a torch tensor, say) is a ``TypeError``.
+    """
+    real = [a for a in arrays if _is_array(a) and not isinstance(a, np.ndarray | np.generic)]
+    if not real:
+        return np
+    try:
+        xp = array_api_compat.array_namespace(*real)
+    except TypeError as error:
+        kinds = sorted({type(a).__module__.split(".")[0] + "." + type(a).__name__ for a in real})
+        raise TypeError(
+            f"inputs come from different array libraries ({', '.join(kinds)}); "
+            "convert them to one library before calling"
+        ) from error
+    return np if is_numpy_namespace(xp) else xp
+
+
+def to_array(x: Any, name: str, xp: Any, like: Any = None) -> Any:
+    """Convert ``x`` to a floating-point array of namespace ``xp``; non-numeric input is a ``TypeError``."""
+    if xp is np:
+        if _is_array(x) and not isinstance(x, np.ndarray | np.generic):
+            raise TypeError(f"{name} is a {type(x).__name__} but the other input is a NumPy array; use one library")
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError) as error:
+            raise TypeError(f"{name} could not be read as an array of numbers ({error}); pass a rectangular array") from error
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(
+                f"{name} has dtype {arr.dtype}, not a real number type; pass numbers (int or float), not "
+                f"{'strings' if arr.dtype.kind in 'US' else 'complex numbers' if arr.dtype.kind == 'c' else 'objects'}"
+            )
+        if arr.dtype.kind != "f":
+            arr = arr.astype(np.float64)
+        return arr
+    if not _is_array(x):
+        if not isinstance(x, list | tuple | Number):
+            raise TypeError(f"{name} is a {type(x).__name__}; pass an array of numbers")
+        device = array_api_compat.device(like) if like is not None else None
+        try:
+            x = xp.asarray(x, device=device)
+        except (ValueError, TypeError, RuntimeError) as error:
+            raise TypeError(f"{name} could not be read as an array of numbers ({error})") from error
+    if not xp.isdtype(x.dtype, "real floating"):
+        if xp.isdtype(x.dtype, ("integral", "bool")) or x.dtype == getattr(xp, "bool", None):
+            x = xp.astype(x, _default_float(xp, x))
+        else:
+            raise TypeError(f"{name} has dtype {x.dtype}, not a real number type; pass real numbers")
+    return x
+
+
+def _default_float(xp: Any, x: Any) -> Any:
+    if array_api_compat.is_torch_array(x):
+        import torch  # already imported: x is a tensor
+
+        return torch.get_default_dtype()
+    return xp.float32 if not hasattr(xp, "float64") else xp.float64
+
+
+def compute_dtype(xp: Any, dtype: Any) -> Any:
+    """Half precision (float16, bfloat16) computes in float32; float32 and float64 compute as they are."""
+    if dtype in (xp.float32, xp.float64):
+        return dtype
+    return xp.float32
+
+
+def result_dtype(xp: Any, *dtypes: Any) -> Any:
+    return xp.result_type(*dtypes) if len(dtypes) > 1 else dtypes[0]
+
+
+def is_tracing(x: Any) -> bool:
+    """True where values cannot be inspected: inside ``jax.jit`` or ``torch.compile``/``torch.jit`` tracing."""
+    if "jax" in sys.modules:
+        import jax
+
+        if isinstance(x, jax.core.Tracer):
+            return True
+    if "torch" in sys.modules and array_api_compat.is_torch_array(x):
+        import torch
+
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return True
+        try:
+            from torch._subclasses.fake_tensor import FakeTensor
+        except ImportError:  # pragma: no cover - very old torch
+            return False
+        return isinstance(x, FakeTensor)
+    return False
+
+
+def is_torch(x: Any) -> bool:
+    return array_api_compat.is_torch_array(x)
+
+
+def needs_torch_autograd(*arrays: Any) -> bool:
+    """True if any input is a torch tensor that requires grad while grad mode is on."""
+    if "torch" not in sys.modules:
+        return False
+    import torch
+
+    return torch.is_grad_enabled() and any(is_torch(a) and a.requires_grad for a in arrays)

@@ -1,0 +1,1 @@
+"""kldiv.nn: PyTorch autograd for the measures (and, later, distillation losses)."""

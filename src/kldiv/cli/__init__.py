@@ -19,7 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_GROUPS = ("compute", "demo", "estimate", "train", "compare")
+_GROUPS = ("compute", "demo", "estimate", "train", "distill", "compare")
 
 
 def _register() -> None:

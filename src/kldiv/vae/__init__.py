@@ -1,1 +1,2 @@
 """kldiv.vae: the KL side of variational autoencoders (Gaussian KL terms, weighting, schedules, diagnostics)."""
+from ._training import *  # noqa: E402,F401,F403  (β, capacity, free bits, schedules, diagnostics)

@@ -40,7 +40,7 @@ def _sum(xp: Any, x: Any) -> Any:
 
 
 def _entropy_value(xp, P: Canon) -> Any:
-    return -_sum(xp, _plogr(xp, P.p, P.lp))
+    return 0.0 - _sum(xp, _plogr(xp, P.p, P.lp))  # 0.0 - x, not -x: no -0.0 for one-hot P
 
 
 def _entropy_vjp(xp, P: Canon, value, logits: bool) -> tuple[Any]:
@@ -56,7 +56,7 @@ ENTROPY = Measure("entropy", _entropy_value, _entropy_vjp)
 
 
 def _cross_entropy_value(xp, P: Canon, Q: Canon) -> Any:
-    return -_sum(xp, _plogr(xp, P.p, Q.lp))
+    return 0.0 - _sum(xp, _plogr(xp, P.p, Q.lp))
 
 
 def _cross_entropy_vjp(xp, P: Canon, Q: Canon, value, logits: bool) -> tuple[Any, Any]:

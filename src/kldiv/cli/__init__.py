@@ -11,6 +11,9 @@ import typer
 
 from ._errors import CommandError
 
+# Typer vendors its own click; its usage errors derive from the base class of typer.BadParameter.
+_USAGE_ERROR = typer.BadParameter.__mro__[1]
+
 app = typer.Typer(
     name="kldiv",
     help="KL divergence and its relatives: exact values, gradients, closed forms and estimates.",
@@ -18,6 +21,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+@app.callback()
+def _root() -> None:
+    """KL divergence and its relatives: exact values, gradients, closed forms and estimates."""
+
 
 _GROUPS = ("compute", "demo", "estimate", "train", "distill", "compare")
 
@@ -39,10 +47,14 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``kldiv`` script."""
     _register()
     try:
-        app(args=argv, standalone_mode=True)
-    except SystemExit:
-        raise
-    except KeyboardInterrupt:
+        app(args=argv, standalone_mode=False)
+    except typer.Exit as done:  # --help, or a command that ended early on purpose
+        raise SystemExit(done.exit_code) from None
+    except _USAGE_ERROR as error:
+        command = error.ctx.command_path if error.ctx else "kldiv"
+        print(f"kldiv: error: {error.format_message()} (see '{command} --help')", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (KeyboardInterrupt, typer.Abort):
         print("kldiv: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
     except (CommandError, ValueError, TypeError, OSError, NotImplementedError) as error:

@@ -331,7 +331,10 @@ def tvd(p: Any, q: Any, *, axis: int = -1, from_logits: bool = False, validate: 
 def hellinger(p: Any, q: Any, *, axis: int = -1, from_logits: bool = False, validate: bool = True):
     """Hellinger distance H(P, Q) = sqrt(1 - sum_i sqrt(p_i q_i)), in [0, 1].
 
-    Computed as sqrt(sum_i (sqrt p_i - sqrt q_i)^2 / 2), which is equal on the simplex and exact near P = Q.
+    Computed as sqrt(sum_i (sqrt p_i - sqrt q_i)^2 / 2), which is equal on the simplex and exact near P = Q
+    (the stated form loses half the digits there: 1e-8 instead of 0 in float64). Gradients with respect to
+    probabilities are the partial derivatives of the stated form; off the simplex (``validate=False``) the two
+    forms differ by a term along the all-ones direction.
     """
     return _engine.forward(HELLINGER, (p, q), ("p", "q"), axis=axis, from_logits=from_logits, validate=validate)
 

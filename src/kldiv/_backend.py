@@ -26,8 +26,9 @@ def _is_array(x: Any) -> bool:
 def namespace(*arrays: Any) -> Any:
     """Return the array namespace of the arrays among ``arrays`` (plain NumPy for lists and scalars).
 
-    Lists, tuples and Python numbers adopt the namespace of the array arguments; mixing two
-    frameworks (a NumPy array with a torch tensor, say) is a ``TypeError``.
+    Lists, tuples, Python numbers and NumPy arrays adopt the namespace of the other array arguments (a
+    NumPy array beside a torch tensor becomes a tensor on its device); mixing two other frameworks (torch
+    with JAX, say) is a ``TypeError``.
     """
     real = [a for a in arrays if _is_array(a) and not isinstance(a, np.ndarray | np.generic)]
     if not real:
@@ -60,8 +61,8 @@ def to_array(x: Any, name: str, xp: Any, like: Any = None) -> Any:
         if arr.dtype.kind != "f":
             arr = arr.astype(np.float64)
         return arr
-    if not _is_array(x):
-        if not isinstance(x, list | tuple | Number):
+    if not _is_array(x) or isinstance(x, np.ndarray | np.generic):  # NumPy beside a tensor joins its backend
+        if not isinstance(x, list | tuple | Number | np.ndarray | np.generic):
             raise TypeError(f"{name} is a {type(x).__name__}; pass an array of numbers")
         device = array_api_compat.device(like) if like is not None else None
         try:

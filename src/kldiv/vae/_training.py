@@ -236,11 +236,11 @@ class CyclicalSchedule:
     :math:`\tau = (t \bmod P) / P`, the weight ramps from ``start`` to ``stop`` over the first fraction
     ``ratio`` of the period and then stays at ``stop``:
 
-    .. math:: w(t) = s_0 + (s_1 - s_0)\, f\big(\min(1, \tau / R)\big)
+    .. math:: w(t) = s_0 + (s_1 - s_0)\, f(\tau / R) \text{ for } \tau \le R, \qquad w(t) = s_1 \text{ otherwise}
 
     with the ramp :math:`f(u) = u` (``"linear"``), :math:`\tfrac12 - \tfrac12\cos(\pi u)` (``"cosine"``) or
     :math:`1 / (1 + e^{-(12u - 6)})` (``"sigmoid"``, as in the paper's code; it runs from 0.0025 to 0.9975, not
-    exactly 0 to 1). Steps at or past ``total_steps`` give ``stop``.
+    exactly 0 to 1, then jumps to 1 for the hold phase). Steps at or past ``total_steps`` give ``stop``.
 
     References:
       Fu et al. (2019), Cyclical annealing schedule: a simple approach to mitigating KL vanishing, Eq. 6.
@@ -271,7 +271,9 @@ class CyclicalSchedule:
             return float(self.stop)
         period = self.total_steps / self.n_cycles
         tau = (t % period) / period
-        u = min(1.0, tau / float(self.ratio))
+        u = tau / float(self.ratio)
+        if u > 1.0:  # the hold phase is exactly ``stop``, also for the sigmoid ramp (as in the paper's code)
+            return float(self.stop)
         return float(self.start + (self.stop - self.start) * _ramp(self.ramp, u))
 
 

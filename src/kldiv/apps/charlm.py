@@ -1,0 +1,370 @@
+"""A character-level GRU language model (embedding → GRU → dense over the vocabulary).
+
+The default corpus is the source text of the running Python's standard library (``sysconfig`` ``stdlib``
+path): its ``.py`` files in sorted path order, concatenated up to ``max_chars`` characters, so every
+machine has it and the same Python gives the same corpus. The last 10 % is held out. The training loss is the
+cross-entropy of the next character, i.e. KL(one-hot ‖ model) over the vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sysconfig
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..cli._errors import CommandError
+from . import plots, runs
+
+UNKNOWN = "\ufffd"
+
+
+@dataclass
+class LMConfig:
+    """Options of ``kldiv train lm`` (saved as ``config.json``)."""
+
+    text: str | None = None
+    max_chars: int = 1_000_000
+    embed: int = 64
+    hidden: int = 256
+    layers: int = 1
+    seq_len: int = 64
+    batch_size: int = 32
+    steps: int = 1000
+    learning_rate: float = 3e-3
+    eval_every: int = 100
+    eval_chars: int = 20_000
+    seed: int = 0
+
+    def validate(self) -> LMConfig:
+        for name in ("max_chars", "embed", "hidden", "layers", "seq_len", "batch_size", "steps", "eval_every", "eval_chars"):
+            value = getattr(self, name)
+            if value < 1:
+                raise CommandError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise CommandError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        return self
+
+
+# --- corpus ------------------------------------------------------------------------------------------
+
+
+def stdlib_text(max_chars: int) -> str:
+    """The standard library's ``.py`` sources in sorted path order, up to ``max_chars`` characters."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    parts: list[str] = []
+    total = 0
+    for path in sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix()):
+        relative = path.relative_to(root).parts
+        if "site-packages" in relative or "dist-packages" in relative:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        parts.append(text)
+        total += len(text)
+        if total >= max_chars:
+            break
+    return "".join(parts)[:max_chars]
+
+
+def read_text_file(spec: str, max_chars: int) -> str:
+    path = Path(spec)
+    if not path.exists():
+        raise CommandError(f"--text: file {spec!r} does not exist")
+    if path.is_dir():
+        raise CommandError(f"--text: {spec!r} is a folder, not a text file")
+    data = path.read_bytes()[: 4 * max_chars]
+    if not data.strip():
+        raise CommandError(f"--text: {spec!r} is empty; give a UTF-8 text file with some content")
+    if b"\x00" in data:
+        raise CommandError(f"--text: {spec!r} looks binary (it contains NUL bytes); give a UTF-8 text file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(data) - 4:  # not just a character cut by the size cap
+            raise CommandError(f"--text: {spec!r} is not UTF-8 text (bad byte at offset {error.start})") from None
+        text = data[: error.start].decode("utf-8")
+    return text[:max_chars]
+
+
+def load_corpus(text: str | None, max_chars: int, seq_len: int) -> str:
+    corpus = stdlib_text(max_chars) if text is None else read_text_file(text, max_chars)
+    needed = 20 * (seq_len + 1)
+    if len(corpus) < needed:
+        source = "the standard library source" if text is None else repr(text)
+        raise CommandError(
+            f"--text: {source} has {len(corpus)} characters; need at least {needed} (20 windows of --seq-len + 1)"
+        )
+    return corpus
+
+
+class Vocabulary:
+    """Characters seen at least ``min_count`` times, plus one unknown symbol at index 0."""
+
+    def __init__(self, chars: list[str]):
+        self.chars = [UNKNOWN] + [c for c in chars if c != UNKNOWN]
+        self.index = {c: i for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def from_text(cls, text: str, min_count: int = 3) -> Vocabulary:
+        counts = Counter(text)
+        return cls(sorted(c for c, n in counts.items() if n >= min_count))
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> torch.Tensor:
+        return torch.tensor([self.index.get(c, 0) for c in text], dtype=torch.long)
+
+    def decode(self, ids: Any) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+
+# --- model -------------------------------------------------------------------------------------------
+
+
+class CharGRU(nn.Module):
+    """``Embedding(V, E) → GRU(E, H, layers) → Linear(H, V)``: logits of the next character."""
+
+    def __init__(self, vocab_size: int, embed: int, hidden: int, layers: int = 1):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed)
+        self.gru = nn.GRU(embed, hidden, num_layers=layers, batch_first=True)
+        self.head = nn.Linear(hidden, vocab_size)
+
+    def forward(self, ids: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        out, state = self.gru(self.embedding(ids), state)
+        return self.head(out), state
+
+
+def build_model(config: dict[str, Any], vocab_size: int) -> CharGRU:
+    return CharGRU(vocab_size, config["embed"], config["hidden"], config["layers"])
+
+
+def batches(ids: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of random windows: inputs and next-character targets, shape (batch, seq_len)."""
+    starts = torch.randint(0, len(ids) - seq_len - 1, (batch_size,), generator=generator)
+    windows = torch.stack([ids[s : s + seq_len + 1] for s in starts.tolist()])
+    return windows[:, :-1], windows[:, 1:]
+
+
+def heldout_windows(ids: torch.Tensor, seq_len: int, max_chars: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-overlapping held-out windows covering up to ``max_chars`` characters."""
+    n = max(1, min(len(ids) - 1, max_chars) // seq_len)
+    windows = torch.stack([ids[i * seq_len : i * seq_len + seq_len + 1] for i in range(n) if i * seq_len + seq_len + 1 <= len(ids)])
+    return windows[:, :-1], windows[:, 1:]
+
+
+@torch.no_grad()
+def logits_in_chunks(model: nn.Module, inputs: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    model.eval()
+    out = torch.cat([model(inputs[i : i + chunk])[0] for i in range(0, len(inputs), chunk)])
+    model.train()
+    return out
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+    logits = logits_in_chunks(model, inputs)
+    return math.exp(float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))))
+
+
+@torch.no_grad()
+def generate(model: CharGRU, vocab: Vocabulary, prompt: str, length: int, *, temperature: float = 0.8, seed: int = 0) -> str:
+    """Sample ``length`` characters after ``prompt`` (unknown symbols are never sampled)."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    ids = vocab.encode(prompt)[None, :]
+    logits, state = model(ids)
+    out = []
+    for _ in range(length):
+        step_logits = logits[0, -1] / temperature
+        step_logits[0] = -math.inf
+        next_id = torch.multinomial(torch.softmax(step_logits, dim=-1), 1, generator=generator)
+        out.append(int(next_id))
+        logits, state = model(next_id[None, :], state)
+    model.train()
+    return prompt + vocab.decode(out)
+
+
+# --- the training loop shared with distillation ------------------------------------------------------------
+
+
+@dataclass
+class Corpus:
+    vocab: Vocabulary
+    train: torch.Tensor
+    heldout: torch.Tensor
+
+
+def prepare_corpus(text: str | None, max_chars: int, seq_len: int) -> Corpus:
+    corpus = load_corpus(text, max_chars, seq_len)
+    vocab = Vocabulary.from_text(corpus)
+    ids = vocab.encode(corpus)
+    split = int(len(ids) * 0.9)
+    return Corpus(vocab, ids[:split], ids[split:])
+
+
+def run_steps(
+    folder: Path,
+    model: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]],
+    evaluate: Callable[[], dict[str, Any]],
+    *,
+    train_ids: torch.Tensor,
+    config: dict[str, Any],
+    title: str,
+    resume: bool,
+    progress: bool,
+    on_step: Callable[[int], None] | None,
+) -> list[dict[str, Any]]:
+    """Adam steps on random windows; every ``eval_every`` steps evaluate and checkpoint the run folder."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
+    generator = torch.Generator().manual_seed(config["seed"])
+    history: list[dict[str, Any]] = []
+    start = 0
+    if resume:
+        checkpoint = runs.load_checkpoint(folder)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        generator.set_state(checkpoint["rng"]["shuffle"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        history, start = checkpoint["history"], int(checkpoint["step"])
+    total = config["steps"]
+    runs.atomic_write_json(folder / "state.json", {"status": "running", "step": start, "steps": total})
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
+        TimeRemainingColumn(), disable=not progress,
+    )
+    try:
+        with bar:
+            task = bar.add_task(title, total=total, completed=start, stats="")
+            sums: dict[str, float] = {}
+            count = 0
+            started = time.perf_counter()
+            for step in range(start, total):
+                inputs, targets = batches(train_ids, config["batch_size"], config["seq_len"], generator)
+                loss, parts = loss_fn(inputs, targets)
+                if not math.isfinite(loss.item()):
+                    raise CommandError(f"the loss became {loss.item()} at step {step + 1}; lower --learning-rate")
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                for k, v in {"train_loss": loss.item(), **parts}.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+                if on_step is not None:
+                    on_step(step)
+                done = step + 1
+                if done % config["eval_every"] == 0 or done == total:
+                    row = {"step": done, **{k: v / count for k, v in sums.items()}, **evaluate()}
+                    row["seconds"] = time.perf_counter() - started
+                    history.append(row)
+                    sums, count, started = {}, 0, time.perf_counter()
+                    with runs.deferred_interrupt():
+                        runs.save_torch(
+                            folder / "checkpoint.pt",
+                            {
+                                "model": model.state_dict(),
+                                "optimizer": optimizer.state_dict(),
+                                "rng": {"torch": torch.get_rng_state(), "shuffle": generator.get_state()},
+                                "history": history,
+                                "step": done,
+                            },
+                        )
+                        runs.save_weights(folder / "model.safetensors", model.state_dict())
+                        runs.write_metrics(folder, history)
+                        runs.atomic_write_json(folder / "state.json", {"status": "running", "step": done, "steps": total})
+                    stats = "  ".join(f"{k} {v:.3g}" for k, v in row.items() if k in ("train_loss", "heldout_perplexity", "kl_to_teacher", "agreement"))
+                    bar.update(task, stats=stats)
+                bar.update(task, advance=1)
+    except KeyboardInterrupt:
+        with runs.deferred_interrupt():
+            last = history[-1]["step"] if history else 0
+            runs.atomic_write_json(folder / "state.json", {"status": "interrupted", "step": last, "steps": total})
+        raise
+    return history
+
+
+def train(config: LMConfig, folder: Path, *, resume: bool = False, progress: bool = True, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Train the character model; write the run folder; return the report (held-out perplexity, samples)."""
+    folder = Path(folder)
+    config.validate()
+    corpus = prepare_corpus(config.text, config.max_chars, config.seq_len)
+    torch.manual_seed(config.seed)
+    settings = dataclasses.asdict(config)
+    model = build_model(settings, len(corpus.vocab))
+    runs.atomic_write_json(folder / "config.json", settings)
+    runs.atomic_write_json(folder / "vocab.json", corpus.vocab.chars)
+    held_in, held_out = heldout_windows(corpus.heldout, config.seq_len, config.eval_chars)
+
+    def loss_fn(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        logits, _ = model(inputs)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)), {}
+
+    history = run_steps(
+        folder, model, loss_fn, lambda: {"heldout_perplexity": perplexity(model, held_in, held_out)},
+        train_ids=corpus.train, config=settings, title="char GRU steps", resume=resume, progress=progress, on_step=on_step,
+    )
+    prompt = corpus.vocab.decode(corpus.heldout[:32])
+    report = {
+        "corpus_chars": len(corpus.train) + len(corpus.heldout),
+        "vocab_size": len(corpus.vocab),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "steps": history[-1]["step"],
+        "heldout_perplexity": history[-1]["heldout_perplexity"],
+        "bits_per_char": math.log2(history[-1]["heldout_perplexity"]),
+        "samples": [generate(model, corpus.vocab, prompt, 200, seed=config.seed + i) for i in range(2)],
+    }
+    with runs.deferred_interrupt():
+        runs.atomic_write_json(folder / "report.json", report)
+        runs.atomic_write_text(folder / "samples.txt", "\n\n----------\n\n".join(report["samples"]) + "\n")
+        plots.curves(
+            folder / "loss.png", [r["step"] for r in history],
+            {"train cross-entropy (nats/char)": [r["train_loss"] for r in history],
+             "held-out log perplexity": [math.log(r["heldout_perplexity"]) for r in history]},
+            xlabel="step", ylabel="nats per character", title="character GRU",
+        )
+        runs.atomic_write_json(folder / "state.json", {"status": "finished", "step": history[-1]["step"], "steps": config.steps})
+    return report
+
+
+def load_trained(folder: Path) -> tuple[CharGRU, Vocabulary, dict[str, Any]]:
+    """The model, vocabulary and config of a finished (or interrupted) ``kldiv train lm`` run folder."""
+    folder = Path(folder)
+    needed = [folder / "config.json", folder / "vocab.json", folder / "model.safetensors"]
+    missing = [p.name for p in needed if not p.is_file()]
+    if missing:
+        raise CommandError(
+            f"--teacher: {str(folder)!r} is not a `kldiv train lm` run folder (missing {', '.join(missing)})"
+        )
+    try:
+        config = json.loads(needed[0].read_text())
+        vocab = Vocabulary(json.loads(needed[1].read_text()))
+        model = build_model(config, len(vocab))
+        model.load_state_dict(runs.load_weights(needed[2]))
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise CommandError(f"--teacher: cannot load the model in {str(folder)!r} ({str(error).splitlines()[0]})") from None
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model, vocab, config
+
+
+__all__ = ["LMConfig", "CharGRU", "Vocabulary", "train", "generate", "load_trained", "stdlib_text"]

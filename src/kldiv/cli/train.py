@@ -1,0 +1,140 @@
+"""``kldiv train vae`` / ``kldiv train lm``: the applications' training runs (torch is imported inside the commands)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._errors import CommandError
+
+train_app = typer.Typer(
+    help="Train a VAE/autoencoder on the bundled digits or a character GRU on the Python standard library.",
+    no_args_is_help=True,
+)
+
+RESUME_HELP = "continue the run in --out from its last completed epoch/checkpoint (options are read from its config.json)"
+
+
+def _interrupted(folder: Path, what: str) -> None:
+    import sys
+
+    print(f"kldiv: interrupted; {str(folder)!r} holds the last completed {what}; continue with --resume", file=sys.stderr)
+    raise SystemExit(130)
+
+
+@train_app.command("vae")
+def train_vae(
+    data: Annotated[str, typer.Option(help="'digits' (scikit-learn's bundled 8×8 digits) or a .npy of shape (n, d) or (n, h, w)")] = "digits",
+    model: Annotated[str, typer.Option(help="vae, or ae for the deterministic autoencoder")] = "vae",
+    likelihood: Annotated[str, typer.Option(help="bernoulli (data in [0, 1]) or gaussian")] = "bernoulli",
+    latent: Annotated[int, typer.Option(help="latent dimensions")] = 2,
+    hidden: Annotated[int, typer.Option(help="hidden units of the MLPs")] = 256,
+    beta: Annotated[float, typer.Option(help="weight β of the KL term")] = 1.0,
+    free_bits: Annotated[float, typer.Option(help="free bits λ: KL floor in nats per latent dimension (0: off)")] = 0.0,
+    free_bits_mode: Annotated[str, typer.Option(help="batch (Kingma et al.: clamp the batch-mean KL) or sample (clamp per sample)")] = "batch",
+    capacity: Annotated[float | None, typer.Option(help="capacity C_max in nats: loss β·|KL − C(t)|, C rising linearly from 0")] = None,
+    schedule: Annotated[str, typer.Option(help="KL weight schedule: constant, linear (warm-up) or cyclical")] = "constant",
+    warmup_steps: Annotated[int | None, typer.Option(help="linear schedule: steps of the warm-up (default: half the run)")] = None,
+    cycles: Annotated[int, typer.Option(help="cyclical schedule: number of cycles")] = 4,
+    ratio: Annotated[float, typer.Option(help="cyclical schedule: fraction of each cycle spent ramping up")] = 0.5,
+    ramp: Annotated[str, typer.Option(help="cyclical schedule: linear, cosine or sigmoid ramp")] = "linear",
+    epochs: Annotated[int | None, typer.Option(help="passes over the training data [default: 30; with --resume: the saved value]")] = None,
+    batch_size: Annotated[int, typer.Option(help="samples per step")] = 64,
+    learning_rate: Annotated[float, typer.Option(help="Adam learning rate")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="random seed (data split, initialisation, sampling)")] = 0,
+    out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/vae"),
+    resume: Annotated[bool, typer.Option("--resume", help=RESUME_HELP)] = False,
+    force: Annotated[bool, typer.Option("--force", help="overwrite a non-empty --out")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+) -> None:
+    """Train a VAE (or --model ae) with β, free bits, capacity and KL schedules; write metrics, plots and weights."""
+    from ..apps import runs, vae
+
+    config = vae.VAEConfig(
+        data=data, model=model, likelihood=likelihood, latent=latent, hidden=hidden, beta=beta, free_bits=free_bits,
+        free_bits_mode=free_bits_mode, capacity=capacity, schedule=schedule, warmup_steps=warmup_steps, cycles=cycles,
+        ratio=ratio, ramp=ramp, epochs=30 if epochs is None else epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+    ).validate()
+    saved = runs.prepare_folder(out, resume=resume, force=force)
+    if saved is not None:
+        if epochs is not None:
+            saved["epochs"] = epochs
+        try:
+            config = vae.VAEConfig(**saved).validate()
+        except TypeError as error:
+            raise CommandError(f"--resume: {str(out / 'config.json')!r} is not a VAE run's config ({error})") from None
+    try:
+        row = vae.train(config, out, resume=resume, progress=not quiet)
+    except KeyboardInterrupt:
+        _interrupted(out, "epoch")
+    _summary(out, row)
+
+
+def _summary(folder: Path, row: dict) -> None:
+    from rich.console import Console
+
+    console = Console()
+    parts = [f"held-out reconstruction {row['heldout_recon']:.3f}"]
+    if row.get("heldout_kl") is not None:
+        parts += [
+            f"KL {row['heldout_kl']:.3f}", f"ELBO {row['heldout_elbo']:.3f} nats",
+            f"active units {row['active_units']}", f"MI {row['mutual_information']:.3f} nats",
+        ]
+    console.print(", ".join(parts))
+    console.print(f"run folder: {folder}")
+
+
+@train_app.command("lm")
+def train_lm(
+    text: Annotated[str | None, typer.Option(help="UTF-8 text file (default: the running Python's standard library source)")] = None,
+    max_chars: Annotated[int, typer.Option(help="corpus cap in characters")] = 1_000_000,
+    embed: Annotated[int, typer.Option(help="embedding size")] = 64,
+    hidden: Annotated[int, typer.Option(help="GRU hidden size")] = 256,
+    layers: Annotated[int, typer.Option(help="GRU layers")] = 1,
+    seq_len: Annotated[int, typer.Option(help="characters per training window")] = 64,
+    batch_size: Annotated[int, typer.Option(help="windows per step")] = 32,
+    steps: Annotated[int | None, typer.Option(help="optimiser steps [default: 1000; with --resume: the saved value]")] = None,
+    learning_rate: Annotated[float, typer.Option(help="Adam learning rate")] = 3e-3,
+    eval_every: Annotated[int, typer.Option(help="evaluate and checkpoint every N steps")] = 100,
+    eval_chars: Annotated[int, typer.Option(help="held-out characters used for evaluation")] = 20_000,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/lm"),
+    resume: Annotated[bool, typer.Option("--resume", help=RESUME_HELP)] = False,
+    force: Annotated[bool, typer.Option("--force", help="overwrite a non-empty --out")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+) -> None:
+    """Train a character-level GRU language model (next-character cross-entropy); report held-out perplexity."""
+    from ..apps import charlm, runs
+
+    config = charlm.LMConfig(
+        text=text, max_chars=max_chars, embed=embed, hidden=hidden, layers=layers, seq_len=seq_len, batch_size=batch_size,
+        steps=1000 if steps is None else steps, learning_rate=learning_rate, eval_every=eval_every, eval_chars=eval_chars, seed=seed,
+    ).validate()
+    saved = runs.prepare_folder(out, resume=resume, force=force)
+    if saved is not None:
+        if steps is not None:
+            saved["steps"] = steps
+        try:
+            config = charlm.LMConfig(**saved).validate()
+        except TypeError as error:
+            raise CommandError(f"--resume: {str(out / 'config.json')!r} is not a `train lm` run's config ({error})") from None
+    try:
+        report = charlm.train(config, out, resume=resume, progress=not quiet)
+    except KeyboardInterrupt:
+        _interrupted(out, "checkpoint")
+    from rich.console import Console
+
+    console = Console()
+    console.print(
+        f"held-out perplexity {report['heldout_perplexity']:.3f} ({report['bits_per_char']:.3f} bits/char), "
+        f"{report['parameters']:,} parameters, vocabulary {report['vocab_size']}"
+    )
+    console.print("sample:", markup=False)
+    console.print(report["samples"][0], markup=False, highlight=False)
+    console.print(f"run folder: {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(train_app, name="train")

@@ -54,7 +54,7 @@ def _finish(xp: Any, d: Any, out_dtype: Any, base: float | None) -> Any:
 
 
 def _cross_term(xp: Any, P: Canon, Q: Canon) -> Any:
-    """sum_k p_ik log q_jk as a matrix product, exact at zeros: +inf marks pairs where q_jk = 0 < p_ik."""
+    """sum_k p_ik log q_jk as a matrix product, exact at zeros: -inf marks pairs where q_jk = 0 < p_ik."""
     finite_log_q = xp.where(Q.p > 0, Q.lp, 0.0)
     cross = P.p @ xp.matrix_transpose(finite_log_q) if hasattr(xp, "matrix_transpose") else P.p @ finite_log_q.T
     zeros = Q.p == 0
@@ -73,7 +73,8 @@ def kl(P: Any, Q: Any, *, from_logits: bool = False, base: float | None = None, 
     """
     _validate.check_base(base)
     xp, Pc, Qc, out_dtype = _canonical_rows(P, Q, from_logits, validate)
-    negative_entropy = xp.sum(xp.where(Pc.p > 0, Pc.p * Pc.lp, 0.0), axis=-1)
+    with np.errstate(invalid="ignore"):
+        negative_entropy = xp.sum(xp.where(Pc.p > 0, Pc.p * Pc.lp, 0.0), axis=-1)
     d = negative_entropy[:, None] - _cross_term(xp, Pc, Qc)
     d = xp.where(d > 0, d, 0.0)
     return _finish(xp, d, out_dtype, base)

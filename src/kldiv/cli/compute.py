@@ -123,4 +123,5 @@ def _cell(values: np.ndarray) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("compute")(compute)
+    # Unknown "options" such as -0.5,1.5 are negative numbers, not typos: let them through as arguments.
+    app.command("compute", context_settings={"ignore_unknown_options": True})(compute)

@@ -1,0 +1,256 @@
+"""Distillation losses as functions, and the autograd Function behind them.
+
+The divergences are the measures of :mod:`kldiv.measures`, applied to (teacher, student):
+
+==================  ======================================  ==========================================
+``divergence``      loss per position                        measure
+==================  ======================================  ==========================================
+``"kl"``            KL(T || S) = sum_i t_i log(t_i / s_i)     ``KL`` (teacher, student)
+``"reverse_kl"``    KL(S || T)                               ``KL`` (student, teacher)
+``"js"``            b KL(T || M) + (1 - b) KL(S || M)         ``JS`` with weight b on the teacher,
+                    with M = b T + (1 - b) S                  0 at b = 0 and b = 1 (its continuous limit)
+``"skew_kl"``       KL(T || a T + (1 - a) S)                 ``SKEW_KL`` (teacher, student)
+``"skew_reverse_kl"`` KL(S || a S + (1 - a) T)               ``SKEW_KL`` (student, teacher)
+``"tvd"``           1/2 sum_i |t_i - s_i|                     ``TVD``
+==================  ======================================  ==========================================
+
+with T = softmax(teacher_logits / temperature), S = softmax(student_logits / temperature).
+The value and the student's gradient are computed together in the forward pass, chunk by chunk over rows;
+only the gradient is kept, and backward scales it in place by the upstream gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .. import _validate
+from ..measures import JS, KL, SKEW_KL, TVD
+from . import _checks
+from ._types import TopK
+from .kernels import Divergence, run_dense, run_topk
+
+__all__ = ["distillation_loss", "TopK"]
+
+
+def divergence_of(name: Any, beta: Any, alpha: Any) -> Divergence:
+    """The measure, argument order and parameters behind a ``divergence`` name (see the module table)."""
+    _checks.choice("divergence", name, _checks.DIVERGENCES)
+    beta = _validate.check_in_unit_interval("beta", beta)
+    alpha = _validate.check_in_unit_interval("alpha", alpha)
+    return {
+        "kl": lambda: Divergence(KL, False),
+        "reverse_kl": lambda: Divergence(KL, True),
+        "js": lambda: Divergence(JS, False, (("weight", beta),)),
+        "skew_kl": lambda: Divergence(SKEW_KL, False, (("alpha", alpha),)),
+        "skew_reverse_kl": lambda: Divergence(SKEW_KL, True, (("alpha", alpha),)),
+        "tvd": lambda: Divergence(TVD, False),
+    }[name]()
+
+
+@dataclass(frozen=True)
+class Options:
+    """Checked loss options shared by the logits-level and the fused linear losses."""
+
+    divergence: Divergence
+    temperature: float
+    factor: float  # temperature ** 2 if scale_by_temperature_squared, else 1
+    ignore_index: int
+    reduction: str
+
+    @classmethod
+    def make(cls, divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction):
+        div = divergence_of(divergence, beta, alpha)
+        t = _checks.temperature(temperature)
+        if not isinstance(scale_by_temperature_squared, bool):
+            raise TypeError(f"scale_by_temperature_squared must be True or False, got {scale_by_temperature_squared!r}")
+        index = _checks.integer("ignore_index", ignore_index)
+        reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
+        return cls(div, t, t * t if scale_by_temperature_squared else 1.0, index, reduction)
+
+
+def selected_rows(labels: torch.Tensor | None, n: int, ignore_index: int) -> tuple[torch.Tensor | None, int]:
+    """Indices of the rows whose label is not ``ignore_index`` (None when all are kept) and their count."""
+    if labels is None:
+        return None, n
+    keep = labels.reshape(-1) != ignore_index
+    count = int(keep.sum())
+    if count == n:
+        return None, n
+    return torch.nonzero(keep).reshape(-1), count
+
+
+def row_weight(options: Options, count: int, num_items: Any) -> Any:
+    """The weight of each kept row in the reduced loss: factor / count (mean; 0 when nothing is kept),
+    factor / num_items_in_batch, or factor (sum, none)."""
+    if num_items is not None:
+        return options.factor / num_items
+    if options.reduction == "mean":
+        return options.factor / count if count else 0.0
+    return options.factor
+
+
+def reduce(values: torch.Tensor, weight: Any, reduction: str, batch: tuple[int, ...]) -> torch.Tensor:
+    if reduction == "none":
+        return (values * weight).reshape(batch)
+    return values.sum() * weight
+
+
+class DistillationFunction(torch.autograd.Function):
+    """Loss value in forward with the student's gradient computed alongside; backward scales it in place."""
+
+    @staticmethod
+    def forward(ctx, student, teacher, indices, logprobs, labels, options, vocab_size, tail, num_items):
+        v_student = student.shape[-1]
+        batch = tuple(student.shape[:-1])
+        flat = student.detach().reshape(-1, v_student)
+        n = flat.shape[0]
+        rows, count = selected_rows(labels, n, options.ignore_index)
+        weight = row_weight(options, count, num_items)
+        need_grad = ctx.needs_input_grad[0]
+        grad = None
+        if need_grad:
+            full = vocab_size == v_student and rows is None
+            grad = (torch.empty_like if full else torch.zeros_like)(flat, memory_format=torch.contiguous_format)
+        grad_view = grad[:, :vocab_size] if grad is not None else None
+        common = dict(temperature=options.temperature, rows=rows, grad_scale=weight, grad_out=grad_view)
+        if teacher is not None:
+            t = teacher.detach().reshape(-1, teacher.shape[-1])[:, :vocab_size]
+            values = run_dense(options.divergence, flat[:, :vocab_size], t, **common)
+        else:
+            k = indices.shape[-1]
+            idx = indices.reshape(-1, k).long()
+            lp = logprobs.detach().reshape(-1, k)
+            _check_topk_rows(idx, lp, rows, vocab_size, tail)
+            values = run_topk(options.divergence, flat[:, :vocab_size], idx, lp, tail=tail, **common)
+        _check_finite(values, rows, batch)
+        ctx.grad, ctx.reduction, ctx.shape = grad, options.reduction, student.shape
+        return reduce(values, weight, options.reduction, batch)
+
+    @staticmethod
+    def backward(ctx, upstream):
+        grad, ctx.grad = ctx.grad, None  # hand the one gradient tensor over (no copy is made anywhere)
+        if grad is None:
+            raise RuntimeError(
+                "kldiv.nn: backward ran twice through the same distillation loss; its gradient is computed once in "
+                "forward and handed over; recompute the loss for a second backward"
+            )
+        if ctx.reduction == "none":
+            grad.mul_(upstream.reshape(-1, 1).to(grad.dtype))
+        elif bool(upstream != 1):
+            grad.mul_(upstream.to(grad.dtype))
+        return grad.view(ctx.shape), None, None, None, None, None, None, None, None
+
+
+def _check_topk_rows(idx, lp, rows, vocab_size, tail) -> None:
+    if rows is not None:
+        idx, lp = idx.index_select(0, rows), lp.index_select(0, rows)
+    if idx.numel() == 0:
+        return
+    low, high = int(idx.min()), int(idx.max())
+    if low < 0 or high >= vocab_size:
+        raise ValueError(
+            f"TopK.indices holds token id {low if low < 0 else high}, outside the vocabulary [0, {vocab_size}); "
+            "pass token ids of the student's vocabulary (or a larger vocab_size)"
+        )
+    if tail == "bucket":
+        total = float(torch.logsumexp(lp.float(), dim=-1).max().exp())
+        if total > 1 + 1e-3:
+            raise ValueError(
+                f"TopK.logprobs sum to {total:.6g} > 1 at some position after exp; they must be the teacher's "
+                "log-probabilities (log_softmax over the full vocabulary, then topk), not raw logits"
+            )
+
+
+def _check_finite(values: torch.Tensor, rows: torch.Tensor | None, batch: tuple[int, ...]) -> None:
+    bad = torch.isnan(values)
+    if bool(bad.any()):
+        row = int(torch.nonzero(bad)[0, 0])
+        where = tuple(int(i) for i in torch.unravel_index(torch.tensor(row), batch)) if batch else ()
+        raise ValueError(
+            f"the loss is NaN at position {where}: the logits there hold NaN or +inf, or every teacher logit is "
+            "-inf; pass finite logits (-inf only for impossible tokens), or mask the position with "
+            "labels = ignore_index"
+        )
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | TopK,
+    labels: torch.Tensor | None = None,
+    *,
+    divergence: str = "kl",
+    beta: float = 0.5,
+    alpha: float = 0.1,
+    temperature: float = 1.0,
+    scale_by_temperature_squared: bool = False,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    num_items_in_batch: int | float | torch.Tensor | None = None,
+    vocab_size: int | None = None,
+    tail: str | None = None,
+) -> torch.Tensor:
+    """Divergence between a teacher's and a student's next-token distributions, per position, reduced.
+
+    For each position n whose label is not ``ignore_index``: ``l_n = c * D(T_n, S_n)`` with
+    ``T_n = softmax(teacher_logits[n] / tau)``, ``S_n = softmax(student_logits[n] / tau)``, ``c = tau**2`` if
+    ``scale_by_temperature_squared`` else 1, and D the ``divergence`` (table in :mod:`kldiv.nn.functional`).
+    Masked positions are removed before any arithmetic: their logits may be anything (garbage, NaN, -inf),
+    their loss and gradient are exactly 0.
+
+    Args:
+      student_logits: (..., V) floating tensor; float16/bfloat16 are computed and accumulated in float32.
+      teacher_logits: (..., V) floating tensor of the same batch shape, or a :class:`TopK` sparse teacher.
+        It receives no gradient.
+      labels: optional integer tensor of the batch shape; positions equal to ``ignore_index`` are excluded.
+      divergence: "kl" (forward, KL(T || S)), "reverse_kl", "js", "skew_kl", "skew_reverse_kl" or "tvd".
+      beta: weight of the teacher in the JS mixture M = beta T + (1 - beta) S, in [0, 1].
+      alpha: skew of "skew_kl" / "skew_reverse_kl", in [0, 1] (0 gives KL, 1 gives 0).
+      temperature: tau > 0 dividing both logit sets.
+      scale_by_temperature_squared: multiply by tau**2 (Hinton et al.), keeping gradient magnitudes comparable.
+      ignore_index: label value of excluded positions.
+      reduction: "mean" over kept positions (0 if none is kept), "sum", or "none" (batch shape, 0 where masked).
+      num_items_in_batch: with "mean", divide the sum by this global count instead, so k micro-batches each
+        given the whole batch's count sum exactly to the one-batch loss (gradient accumulation).
+      vocab_size: compare only the first ``vocab_size`` entries of both (padded vocabularies); the student's
+        other entries get gradient 0. Without it, different last dimensions are an error.
+      tail: for a :class:`TopK` teacher, "bucket" (default) or "renormalize"; see :class:`TopK`.
+
+    Returns:
+      A 0-d tensor ("mean", "sum") or a tensor of the batch shape ("none"); float32 for half-precision inputs.
+
+    References:
+      Hinton, Vinyals and Dean (2015), Distilling the Knowledge in a Neural Network, sec. 2;
+      Agarwal et al. (2024), On-Policy Distillation of Language Models (GKD), eq. 1 (generalized JSD);
+      Ko et al. (2024), DistiLLM, eq. 4-5 (skew KL and skew reverse KL).
+    """
+    options = Options.make(divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction)
+    student = _checks.float_tensor("student_logits", student_logits)
+    batch = tuple(student.shape[:-1])
+    if labels is not None:
+        _checks.labels(labels, batch)
+    num_items = _checks.num_items(num_items_in_batch, options.reduction)
+    if isinstance(teacher_logits, TopK):
+        topk = teacher_logits
+        if tail is not None:
+            _checks.choice("tail", tail, _checks.TAILS)
+        if topk.tail is not None and tail is not None and topk.tail != tail:
+            raise ValueError(f"TopK.tail={topk.tail!r} conflicts with tail={tail!r}; set it in one place")
+        mode = topk.tail or tail or "bucket"
+        _checks.batch_shapes(student, topk.indices, "TopK.indices")
+        _checks.same_device(student, labels=labels, **{"TopK.indices": topk.indices})
+        v = student.shape[-1] if vocab_size is None else _checks.vocab(student.shape[-1], student.shape[-1], vocab_size)
+        if topk.indices.shape[-1] > v:
+            raise ValueError(f"TopK has k = {topk.indices.shape[-1]} tokens per position, more than the vocabulary ({v})")
+        return DistillationFunction.apply(
+            student, None, topk.indices, topk.logprobs, labels, options, v, mode, num_items
+        )
+    if tail is not None:
+        _checks.choice("tail", tail, _checks.TAILS)
+    teacher = _checks.float_tensor("teacher_logits", teacher_logits)
+    _checks.batch_shapes(student, teacher, "teacher_logits")
+    _checks.same_device(student, teacher_logits=teacher, labels=labels)
+    v = _checks.vocab(student.shape[-1], teacher.shape[-1], vocab_size)
+    return DistillationFunction.apply(student, teacher, None, None, labels, options, v, None, num_items)

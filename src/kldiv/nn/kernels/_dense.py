@@ -1,0 +1,160 @@
+"""Dense teacher: a divergence between two (rows, V) logit sets, value and student gradient per chunk of rows.
+
+``dense_rows`` is the reference: the measure's own ``value`` and ``vjp`` on ``_engine.canonical`` log-softmaxes,
+followed by ``_engine.log_softmax_vjp``. The compiled kernel is ``torch.compile`` of that same function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat.torch as xp
+import torch
+
+from ... import _engine
+from ..._engine import Canon, Measure
+from . import _compile
+
+# Elements per chunk. Eager: 2**18 float32 (1 MiB) per temporary stays in L2 between the ~20 ops of a chunk;
+# compiled: Inductor fuses a row's passes, so larger chunks only amortise the call overhead.
+EAGER_CHUNK = 1 << 18
+COMPILED_CHUNK = 1 << 22
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """A measure applied to (teacher, student) in a given argument order, with its fixed parameters."""
+
+    measure: Measure
+    student_first: bool  # True: D(student || teacher); False: D(teacher || student)
+    params: tuple[tuple[str, float], ...] = ()
+
+    def value_and_student_grad(self, student: Canon, teacher: Canon) -> tuple[Any, Any]:
+        """Per-row value and its gradient with respect to the student's log-probabilities (unit upstream,
+        up to a row constant times the student probabilities, which the log-softmax backward removes)."""
+        params = dict(self.params)
+        p, q = (student, teacher) if self.student_first else (teacher, student)
+        value = self.measure.value(xp, p, q, **params)
+        grads = self.measure.vjp(xp, p, q, value, True, **params)
+        return value, grads[0 if self.student_first else 1]
+
+
+def work_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """float64 if any input is float64, else float32 (half precision computes and accumulates in float32)."""
+    return torch.float64 if torch.float64 in dtypes else torch.float32
+
+
+def canonical_logits(x: Any) -> Canon:
+    return _engine.canonical(xp, x, True, False, 0, None, 0.0)
+
+
+def dense_rows(
+    div: Divergence, student: Any, teacher: Any, inv_temperature: Any, grad_scale: Any, need_grad: bool
+) -> tuple[Any, Any]:
+    """Values (rows,) and, if ``need_grad``, ``grad_scale`` times d value / d student logits (rows, V)
+    in the student's dtype. ``inv_temperature`` and ``grad_scale`` are 0-d tensors of the work dtype."""
+    dtype = inv_temperature.dtype
+    s = canonical_logits(student.to(dtype) * inv_temperature)
+    t = canonical_logits(teacher.to(dtype) * inv_temperature)
+    value, g = div.value_and_student_grad(s, t)
+    if not need_grad:
+        return value, None
+    g = _engine.log_softmax_vjp(xp, g, s) * (inv_temperature * grad_scale)
+    return value, g.to(student.dtype)
+
+
+def _kernel(div: Divergence, need_grad: bool):
+    def kernel(student, teacher, inv_temperature, grad_scale):
+        return dense_rows(div, student, teacher, inv_temperature, grad_scale, need_grad)
+
+    return kernel
+
+
+def run_dense(
+    div: Divergence,
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    *,
+    temperature: float,
+    rows: torch.Tensor | None,
+    grad_scale: float | torch.Tensor,
+    grad_out: torch.Tensor | None,
+) -> torch.Tensor:
+    """Evaluate ``div`` on the selected rows of 2-D ``student``/``teacher`` (N, V), chunk by chunk.
+
+    Returns the per-row values (N,) in the work dtype, 0 on rows not in ``rows`` (None: all rows); if
+    ``grad_out`` (N, V) is given, writes ``grad_scale`` times the student gradient of each selected row into it
+    (other rows are left as they are). No tensor larger than a chunk is allocated.
+    """
+    need_grad = grad_out is not None
+    return run_chunks(
+        ("dense", div, need_grad),
+        lambda: _kernel(div, need_grad),
+        [(student, 0.0), (teacher, 0.0)],
+        student.shape[1],
+        work_dtype(student.dtype, teacher.dtype),
+        temperature=temperature,
+        rows=rows,
+        grad_scale=grad_scale,
+        grad_out=grad_out,
+    )
+
+
+def run_chunks(
+    key: Any,
+    make: Any,
+    inputs: list[tuple[torch.Tensor, float]],
+    width: int,
+    dtype: torch.dtype,
+    *,
+    temperature: float,
+    rows: torch.Tensor | None,
+    grad_scale: float | torch.Tensor,
+    grad_out: torch.Tensor | None,
+) -> torch.Tensor:
+    """The row-chunk loop shared by every kernel: ``make()(*chunks, inv_temperature, grad_scale)`` returns
+    (values, grad or None) for a chunk of rows of each input; ``inputs`` pairs each 2-D input with the value
+    that pads it up to the compiled chunk shape. ``width`` is the number of columns the kernel reads per row."""
+    first = inputs[0][0]
+    n, device = first.shape[0], first.device
+    values = torch.zeros(n, dtype=dtype, device=device)
+    n_sel = n if rows is None else int(rows.numel())
+    if n_sel == 0:
+        return values
+    inv_t = torch.tensor(1.0 / temperature, dtype=dtype, device=device)
+    scale = torch.as_tensor(grad_scale, dtype=dtype, device=device)
+    compile_it = _compile.wanted(n_sel * width, device)
+    step = max(1, (COMPILED_CHUNK if compile_it else EAGER_CHUNK) // width)
+    step = min(step, n)  # the compiled shape depends only on (N, V), never on how many rows are masked
+    key = (*key, *(x.dtype for x, _ in inputs), *(x.shape[1] for x, _ in inputs), dtype, step, device.type)
+    eager = make()
+    for lo in range(0, n_sel, step):
+        hi = min(lo + step, n_sel)
+        if rows is None:
+            index, chunks = None, [x[lo:hi] for x, _ in inputs]
+        else:
+            index = rows[lo:hi]
+            chunks = [x.index_select(0, index) for x, _ in inputs]
+        if compile_it:
+            if hi - lo < step:  # pad to the compiled shape with finite rows whose results are dropped
+                chunks = [_pad(c, step, fill) for c, (_, fill) in zip(chunks, inputs, strict=True)]
+            value, g = _compile.call(key, make, device, *chunks, inv_t, scale)
+            value, g = value[: hi - lo], (g[: hi - lo] if g is not None else None)
+        else:
+            value, g = eager(*chunks, inv_t, scale)
+        if index is None:
+            values[lo:hi] = value
+            if grad_out is not None:
+                grad_out[lo:hi] = g
+        else:
+            values.index_copy_(0, index, value)
+            if grad_out is not None:
+                grad_out.index_copy_(0, index, g)
+    return values
+
+
+def _pad(x: torch.Tensor, rows: int, fill: float) -> torch.Tensor:
+    out = x.new_full((rows, x.shape[1]), fill)
+    out[: x.shape[0]] = x
+    return out

@@ -1,0 +1,24 @@
+"""How far is one model from another, token by token: llama.cpp's KL-divergence report for any logits.
+
+    >>> from kldiv.compare import Comparison
+    >>> comparison = Comparison()
+    >>> for reference_logits, other_logits, labels in chunks:   # doctest: +SKIP
+    ...     comparison.update(reference_logits, other_logits, labels)
+    >>> print(comparison.result().kld_mean)                    # doctest: +SKIP
+
+:class:`Comparison` streams chunks in O(1) memory; :func:`save_reference` stores a reference model's
+logits (exactly, as top-k plus a tail bucket, or as llama.cpp's 16-bit log-probs) for a later run; 
+:func:`compare_files` compares two stored sets, llama.cpp ``--kl-divergence-base`` files included.
+"""
+
+from ._comparison import DELTA_P_PERCENTILES, IGNORE_INDEX, KLD_PERCENTILES, Comparison, ComparisonResult
+from ._sketch import QuantileSketch
+
+__all__ = [
+    "Comparison",
+    "ComparisonResult",
+    "QuantileSketch",
+    "KLD_PERCENTILES",
+    "DELTA_P_PERCENTILES",
+    "IGNORE_INDEX",
+]

@@ -1,0 +1,73 @@
+"""Exact running means, variances and covariances of several per-token quantities at once.
+
+Each chunk's mean and co-moment matrix are computed in float64 and merged with the pairwise update of
+Chan, Golub and LeVeque (1979): for the union of sets A and B with delta = mean_B - mean_A,
+
+    M_AB = M_A + M_B + delta delta^T n_A n_B / (n_A + n_B),
+
+which is as accurate as a two-pass computation over all values while keeping O(d^2) memory.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class Moments:
+    """Count, mean and co-moment matrix of d named per-token quantities.
+
+    Infinite values (KL is +inf where the other model gives probability 0 to a reference outcome) are
+    counted per quantity and left out of the sums; a quantity with any of them reports mean and standard
+    error +inf rather than NaN.
+    """
+
+    def __init__(self, names: tuple[str, ...]):
+        self.names = names
+        self._column = {name: i for i, name in enumerate(names)}
+        d = len(names)
+        self.count = 0
+        self.mean = np.zeros(d)
+        self.comoment = np.zeros((d, d))
+        self.infinite = np.zeros(d, dtype=np.int64)
+
+    def update(self, values: np.ndarray) -> None:
+        """Add rows of ``values`` (n, d)."""
+        values = np.asarray(values, dtype=np.float64)
+        n = values.shape[0]
+        if n == 0:
+            return
+        finite = np.isfinite(values)
+        if not finite.all():
+            self.infinite += (~finite).sum(axis=0)
+            values = np.where(finite, values, 0.0)
+        mean_b = values.mean(axis=0)
+        centred = values - mean_b
+        comoment_b = centred.T @ centred
+        total = self.count + n
+        delta = mean_b - self.mean
+        self.comoment += comoment_b + np.outer(delta, delta) * (self.count * n / total)
+        self.mean += delta * (n / total)
+        self.count = total
+
+    def mean_of(self, name: str) -> float:
+        i = self._column[name]
+        return math.inf if self.infinite[i] else float(self.mean[i])
+
+    def variance_of(self, name: str) -> float:
+        """Sample variance (divisor n - 1); 0 for a single value."""
+        i = self._column[name]
+        if self.infinite[i]:
+            return math.inf
+        return float(max(self.comoment[i, i], 0.0) / (self.count - 1)) if self.count > 1 else 0.0
+
+    def standard_error_of(self, name: str) -> float:
+        """sqrt(sample variance / n): the standard error of the mean."""
+        return math.sqrt(self.variance_of(name) / self.count) if self.count else math.nan
+
+    def covariance_of(self, a: str, b: str) -> float:
+        i, j = self._column[a], self._column[b]
+        if self.infinite[i] or self.infinite[j]:
+            return math.nan
+        return float(self.comoment[i, j] / (self.count - 1)) if self.count > 1 else 0.0

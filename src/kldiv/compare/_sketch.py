@@ -1,0 +1,132 @@
+"""Bounded-memory percentiles: exact while the values fit, then a relative-error sketch.
+
+The sketch is the logarithmic-bucket histogram of DDSketch (Masson, Rim and Lee, 2019): a positive value
+x falls in bucket i = ceil(log_gamma x) with gamma = (1 + a) / (1 - a), and every value of bucket i lies
+in (gamma^(i-1), gamma^i]. Representing the bucket by 2 gamma^i / (gamma + 1) puts each order statistic
+within relative error ``a`` of its true value. Negative values use a mirrored histogram; values with
+|x| < ``TINY`` count as zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+TINY = 1e-30  # |x| below this is stored as 0: an absolute error of at most 1e-30
+HUGE = 1e30  # |x| above this (and inf) is stored in an overflow bucket, answered by the exact extremes
+
+
+class QuantileSketch:
+    """Streaming percentiles in O(1) memory in the number of values.
+
+    While at most ``exact_limit`` values have been seen they are kept and percentiles are exact
+    (``numpy.percentile`` with linear interpolation). Beyond that they move into a histogram with
+    ``2 log(HUGE / TINY) / log(gamma)`` buckets (1.1 MB for ``relative_accuracy=1e-3``), and a percentile at
+    fractional rank r = q (n - 1) / 100 satisfies
+
+        |estimate - exact| <= relative_accuracy * max(|x_floor(r)|, |x_ceil(r)|) + TINY,
+
+    where x_k is the k-th smallest value: each order statistic is within relative error ``a`` and the linear
+    interpolation between two of them keeps that bound. The minimum and maximum are always exact.
+
+    Args:
+      relative_accuracy: a in (0, 1), the relative error of each order statistic once sketched.
+      exact_limit: how many values are kept exactly before switching to the sketch.
+
+    References:
+      Masson, Rim and Lee (2019), DDSketch: a fast and fully-mergeable quantile sketch with relative-error
+      guarantees, VLDB 12(12), Algorithm 1 and Proposition 3.
+    """
+
+    def __init__(self, relative_accuracy: float = 1e-3, exact_limit: int = 1 << 16):
+        if not 0 < relative_accuracy < 1:
+            raise ValueError(f"relative_accuracy must lie in (0, 1), got {relative_accuracy!r}")
+        if exact_limit < 0:
+            raise ValueError(f"exact_limit must be >= 0, got {exact_limit!r}")
+        self.relative_accuracy = float(relative_accuracy)
+        self.exact_limit = int(exact_limit)
+        self.gamma = (1 + relative_accuracy) / (1 - relative_accuracy)
+        self._log_gamma = math.log(self.gamma)
+        self._offset = math.floor(math.log(TINY) / self._log_gamma)
+        self._size = math.ceil(math.log(HUGE) / self._log_gamma) - self._offset + 1
+        self.count = 0
+        self.minimum = math.inf
+        self.maximum = -math.inf
+        self._exact: list[np.ndarray] | None = []
+        self._positive: np.ndarray | None = None
+        self._negative: np.ndarray | None = None
+        self._zeros = 0
+        self._over = [0, 0]  # values below -HUGE, above HUGE
+
+    @property
+    def exact(self) -> bool:
+        """True while every value is kept and percentiles are exact."""
+        return self._exact is not None
+
+    @property
+    def error(self) -> float:
+        """The relative error bound of percentiles now: 0 while exact."""
+        return 0.0 if self.exact else self.relative_accuracy
+
+    def update(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        if values.size == 0:
+            return
+        if np.isnan(values).any():
+            raise ValueError("a per-token value is NaN; check the logits for NaN before comparing")
+        self.count += values.size
+        self.minimum = min(self.minimum, float(values.min()))
+        self.maximum = max(self.maximum, float(values.max()))
+        if self._exact is not None:
+            self._exact.append(values.copy())
+            if self.count > self.exact_limit:
+                stored, self._exact = np.concatenate(self._exact), None
+                self._positive = np.zeros(self._size, dtype=np.int64)
+                self._negative = np.zeros(self._size, dtype=np.int64)
+                self._add(stored)
+            return
+        self._add(values)
+
+    def _index(self, magnitude: np.ndarray) -> np.ndarray:
+        index = np.ceil(np.log(magnitude) / self._log_gamma).astype(np.int64) - self._offset
+        return np.clip(index, 0, self._size - 1)
+
+    def _add(self, values: np.ndarray) -> None:
+        magnitude = np.abs(values)
+        small = magnitude < TINY
+        large = magnitude > HUGE
+        self._zeros += int(small.sum())
+        self._over[0] += int((large & (values < 0)).sum())
+        self._over[1] += int((large & (values > 0)).sum())
+        keep = ~(small | large)
+        for store, sign in ((self._positive, values > 0), (self._negative, values < 0)):
+            chosen = magnitude[keep & sign]
+            if chosen.size:
+                store += np.bincount(self._index(chosen), minlength=self._size)
+
+    def percentiles(self, q: np.ndarray | list[float]) -> np.ndarray:
+        """Percentiles ``q`` (in [0, 100]) of all values seen; NumPy's linear interpolation when exact."""
+        q = np.asarray(q, dtype=np.float64)
+        if self.count == 0:
+            raise ValueError("no values yet: call update() with at least one token before asking for percentiles")
+        if self._exact is not None:
+            return np.percentile(np.concatenate(self._exact), q)
+        rank = q / 100 * (self.count - 1)
+        lo, hi = np.floor(rank).astype(np.int64), np.ceil(rank).astype(np.int64)
+        fraction = rank - lo
+        return (1 - fraction) * self._order_statistic(lo) + fraction * self._order_statistic(hi)
+
+    def _order_statistic(self, k: np.ndarray) -> np.ndarray:
+        """Estimates of the k-th smallest values (0-based), clamped to the exact extremes."""
+        representative = 2 * self.gamma ** (np.arange(self._size) + self._offset) / (self.gamma + 1)
+        counts = np.concatenate(
+            ([self._over[0]], self._negative[::-1], [self._zeros], self._positive, [self._over[1]])
+        )
+        values = np.concatenate(([self.minimum], -representative[::-1], [0.0], representative, [self.maximum]))
+        cumulative = np.cumsum(counts)
+        where = np.searchsorted(cumulative, k, side="right")
+        estimate = values[np.minimum(where, values.size - 1)]
+        estimate = np.where(k == 0, self.minimum, estimate)
+        estimate = np.where(k == self.count - 1, self.maximum, estimate)
+        return np.clip(estimate, self.minimum, self.maximum)

@@ -1,0 +1,146 @@
+"""Per-token statistics of one chunk of rows, on the chunk's own backend (NumPy or PyTorch, any device).
+
+The divergences come from :mod:`kldiv.measures` (KL, JS, TVD, each defined once); this module only
+arranges the canonical log-softmax once per row block and gathers the values the report needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .. import _backend, _engine, _validate
+from ..measures import JS, KL, TVD
+
+# Elements per input and row block: 2**18 float32 values are 1 MiB, so a block of both inputs and the
+# measures' temporaries stays in the L2/L3 cache on CPU; accelerators take far larger blocks.
+CPU_BLOCK = 1 << 18
+DEVICE_BLOCK = 1 << 24
+
+
+class TokenValues(NamedTuple):
+    """Per-token values of a chunk, as float64 NumPy arrays (one entry per row)."""
+
+    kld: np.ndarray
+    js: np.ndarray
+    tvd: np.ndarray
+    same_top: np.ndarray  # 1.0 where the arg max agrees
+    overlap: dict[int, np.ndarray]  # k -> |top_k(reference) ∩ top_k(other)| / k
+    log_p_reference: np.ndarray | None  # log p_reference(label); None without labels
+    log_p_other: np.ndarray | None
+
+
+def _top_indices(xp: Any, x: Any, k: int) -> Any:
+    """Indices of the k largest entries of each row, largest first."""
+    if _backend.is_torch(x):
+        import torch  # already imported: x is a tensor
+
+        return torch.topk(x, k, dim=-1, sorted=True).indices
+    if k == x.shape[-1]:
+        candidates = np.broadcast_to(np.arange(k), x.shape).copy()
+    else:
+        candidates = np.argpartition(x, x.shape[-1] - k, axis=-1)[:, -k:]
+    order = np.argsort(-np.take_along_axis(x, candidates, axis=-1), axis=-1, kind="stable")
+    return np.take_along_axis(candidates, order, axis=-1)
+
+
+def _gather(x: Any, index: Any) -> Any:
+    if _backend.is_torch(x):
+        return x.gather(-1, index[:, None])[:, 0]
+    return np.take_along_axis(x, index[:, None], axis=-1)[:, 0]
+
+
+def _host(x: Any) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x.astype(np.float64, copy=False)
+    return x.detach().to("cpu").double().numpy()
+
+
+def _as_numpy_if_cpu(x: Any) -> Any:
+    """CPU tensors become zero-copy NumPy views: NumPy ufuncs release the GIL, so row blocks run in
+    parallel on the engine's thread pool without torch's intra-op threading on small blocks."""
+    if _backend.is_torch(x) and x.device.type == "cpu":
+        import torch  # x is a tensor, so torch is imported already
+
+        x = x.detach()
+        return (x if x.dtype in (torch.float32, torch.float64) else x.float()).numpy()
+    return x
+
+
+def _block(xp: Any, a: Any, b: Any, labels: Any, reverse: bool, k_max: int, row0: int, locators: tuple) -> dict:
+    """Per-token values of one row block, on its backend."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        P = _engine.canonical(xp, a, True, True, row0, locators[0], 0.0)
+        Q = _engine.canonical(xp, b, True, True, row0, locators[1], 0.0)
+        out = {
+            "kld": KL.value(xp, Q, P) if reverse else KL.value(xp, P, Q),
+            "js": JS.value(xp, P, Q, weight=0.5),
+            "tvd": TVD.value(xp, P, Q),
+            "ref_top": _top_indices(xp, a, k_max),
+            "other_top": _top_indices(xp, b, k_max),
+        }
+        if labels is not None:
+            out["lr"], out["lo"] = _gather(P.lp, labels), _gather(Q.lp, labels)
+    return out
+
+
+def token_values(
+    reference: Any,
+    other: Any,
+    labels: Any,
+    *,
+    reverse: bool,
+    top_k: tuple[int, ...],
+    locators: tuple[_validate.Locator, _validate.Locator],
+    row0: int = 0,
+) -> TokenValues:
+    """Divergences and agreement statistics of rows ``reference`` and ``other`` (n, V), given as logits.
+
+    ``labels`` (n,) holds in-range integer labels (rows without one hold any valid index; the caller
+    drops them). ``row0`` and ``locators`` only make error messages point at the user's array.
+    """
+    reference, other = _as_numpy_if_cpu(reference), _as_numpy_if_cpu(other)
+    if labels is not None and not isinstance(reference, np.ndarray):
+        import torch  # reference is a device tensor
+
+        labels = torch.as_tensor(labels, device=reference.device)
+    xp = _backend.namespace(reference)
+    n, v = reference.shape
+    work = _backend.compute_dtype(xp, reference.dtype)
+    reference, other = xp.astype(reference, work), xp.astype(other, work)
+    on_cpu = isinstance(reference, np.ndarray)
+    step = max(1, (CPU_BLOCK if on_cpu else DEVICE_BLOCK) // v)
+    k_max = min(max(top_k), v)
+    spans = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+
+    def run(lo: int, hi: int) -> dict:
+        lab = labels[lo:hi] if labels is not None else None
+        return _block(xp, reference[lo:hi], other[lo:hi], lab, reverse, k_max, row0 + lo, locators)
+
+    if on_cpu and len(spans) > 1 and _engine._THREADS > 1:
+        futures = [_engine._thread_pool().submit(run, lo, hi) for lo, hi in spans]
+        errors = [f.exception() for f in futures]  # wait for all; report the first error in row order
+        for error in errors:
+            if error is not None:
+                raise error
+        blocks = [f.result() for f in futures]
+    else:
+        blocks = [run(lo, hi) for lo, hi in spans]
+    cat = (lambda key: np.concatenate([blk[key] for blk in blocks])) if xp is np else (
+        lambda key: xp.concat([blk[key] for blk in blocks]))
+    top_a, top_b = cat("ref_top"), cat("other_top")
+    overlap = {}
+    for k in top_k:
+        kk = min(k, v)
+        hits = xp.sum(xp.astype(top_a[:, :kk, None] == top_b[:, None, :kk], work), axis=(1, 2))
+        overlap[k] = _host(hits) / kk
+    return TokenValues(
+        kld=_host(cat("kld")),
+        js=_host(cat("js")),
+        tvd=_host(cat("tvd")),
+        same_top=_host(xp.astype(top_a[:, 0] == top_b[:, 0], work)),
+        overlap=overlap,
+        log_p_reference=_host(cat("lr")) if labels is not None else None,
+        log_p_other=_host(cat("lo")) if labels is not None else None,
+    )

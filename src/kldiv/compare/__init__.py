@@ -7,17 +7,33 @@
     >>> print(comparison.result().kld_mean)                    # doctest: +SKIP
 
 :class:`Comparison` streams chunks in O(1) memory; :func:`save_reference` stores a reference model's
-logits (exactly, as top-k plus a tail bucket, or as llama.cpp's 16-bit log-probs) for a later run; 
+logits (exactly, as top-k plus a tail bucket, or as llama.cpp's 16-bit log-probs) for a later run;
 :func:`compare_files` compares two stored sets, llama.cpp ``--kl-divergence-base`` files included.
 """
 
 from ._comparison import DELTA_P_PERCENTILES, IGNORE_INDEX, KLD_PERCENTILES, Comparison, ComparisonResult
+from ._files import compare_files
 from ._sketch import QuantileSketch
+from ._storage import (
+    FORMATS,
+    CorruptFileError,
+    LogitsSource,
+    dequantize_log_probs,
+    quantize_log_probs,
+    save_reference,
+)
 
 __all__ = [
     "Comparison",
     "ComparisonResult",
     "QuantileSketch",
+    "save_reference",
+    "compare_files",
+    "LogitsSource",
+    "CorruptFileError",
+    "FORMATS",
+    "quantize_log_probs",
+    "dequantize_log_probs",
     "KLD_PERCENTILES",
     "DELTA_P_PERCENTILES",
     "IGNORE_INDEX",

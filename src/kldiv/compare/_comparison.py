@@ -68,6 +68,8 @@ class ComparisonResult:
     ppl_difference: float | None = None
     ppl_difference_se: float | None = None
     ln_ppl_correlation: float | None = None
+    reference_format: str | None = None
+    reference_self_kld: float | None = None
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -175,6 +177,13 @@ class Comparison:
         """How many tokens have been compared so far."""
         return self._tokens.count
 
+    def distribution(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(values, counts) of the per-token ``"kld"`` or ``"delta_p"`` values seen (exact or bucketed)."""
+        sketches = {"kld": self._kld_quantiles, "delta_p": self._delta_p_quantiles}
+        if name not in sketches:
+            raise ValueError(f"distribution name must be 'kld' or 'delta_p', got {name!r}")
+        return sketches[name].weighted_values()
+
     def update(self, reference_logits: Any, other_logits: Any, labels: Any = None, mask: Any = None) -> None:
         """Add a chunk of tokens scored by both models.
 
@@ -197,19 +206,25 @@ class Comparison:
         label_rows = None
         if labels is not None:
             label_rows = _host_array(labels, "labels", batch, np.integer).reshape(-1).astype(np.int64)
+        self._update_rows(reference.reshape(-1, reference.shape[-1]), other.reshape(-1, other.shape[-1]),
+                          label_rows, keep, positions, batch)
+
+    def _update_rows(self, reference: Any, other: Any, labels: np.ndarray | None, keep: np.ndarray | None,
+                     positions: np.ndarray, batch: tuple[int, ...]) -> None:
+        """Rows (n, V) already paired by :meth:`_pair`, with host-side labels, keep flags and positions (n,)."""
+        if labels is not None:
             v = reference.shape[-1]
-            bad = ((label_rows < 0) | (label_rows >= v)) & (label_rows != IGNORE_INDEX)
+            bad = ((labels < 0) | (labels >= v)) & (labels != IGNORE_INDEX)
             if keep is not None:
                 bad &= keep
             if bad.any():
                 i = int(np.argmax(bad))
                 where = tuple(int(j) for j in np.unravel_index(i, batch))
                 raise ValueError(
-                    f"labels{list(where)} = {int(label_rows[i])} is not a token id of a vocabulary of {v}; labels "
+                    f"labels{list(where)} = {int(labels[i])} is not a token id of a vocabulary of {v}; labels "
                     f"must lie in [0, {v}) or equal {IGNORE_INDEX} to be ignored"
                 )
-        self._add(reference.reshape(-1, reference.shape[-1]), other.reshape(-1, other.shape[-1]),
-                  label_rows, keep, positions, batch)
+        self._add(reference, other, labels, keep, positions, batch)
 
     def _pair(self, reference: Any, other: Any) -> tuple[Any, Any]:
         """Both chunks on one backend and device, checked for shape, with the vocabulary cut if asked."""

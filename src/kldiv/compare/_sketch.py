@@ -105,6 +105,18 @@ class QuantileSketch:
             if chosen.size:
                 store += np.bincount(self._index(chosen), minlength=self._size)
 
+    def weighted_values(self) -> tuple[np.ndarray, np.ndarray]:
+        """(values, counts) describing the distribution: the values themselves while exact, else the bucket
+        representatives with their counts (for histograms)."""
+        if self._exact is not None:
+            values = np.concatenate(self._exact) if self._exact else np.zeros(0)
+            return values, np.ones_like(values)
+        representative = 2 * self.gamma ** (np.arange(self._size) + self._offset) / (self.gamma + 1)
+        values = np.concatenate(([self.minimum], -representative[::-1], [0.0], representative, [self.maximum]))
+        counts = np.concatenate(([self._over[0]], self._negative[::-1], [self._zeros], self._positive, [self._over[1]]))
+        keep = counts > 0
+        return values[keep], counts[keep].astype(np.float64)
+
     def percentiles(self, q: np.ndarray | list[float]) -> np.ndarray:
         """Percentiles ``q`` (in [0, 100]) of all values seen; NumPy's linear interpolation when exact."""
         q = np.asarray(q, dtype=np.float64)

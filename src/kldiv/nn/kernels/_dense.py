@@ -49,6 +49,12 @@ def canonical_logits(x: Any) -> Canon:
     return _engine.canonical(xp, x, True, False, 0, None, 0.0)
 
 
+def poison(value: Any, *cs: Canon) -> Any:
+    """Make a row's value NaN where a log-softmax is NaN (a NaN or +inf logit, or no finite logit), which the
+    measures' ``0 log 0`` convention could otherwise hide; adds exactly 0 elsewhere (sum(p) = 1)."""
+    return value + 0.0 * sum(xp.sum(c.p, axis=-1) for c in cs)
+
+
 def dense_rows(
     div: Divergence, student: Any, teacher: Any, inv_temperature: Any, grad_scale: Any, need_grad: bool
 ) -> tuple[Any, Any]:
@@ -58,6 +64,7 @@ def dense_rows(
     s = canonical_logits(student.to(dtype) * inv_temperature)
     t = canonical_logits(teacher.to(dtype) * inv_temperature)
     value, g = div.value_and_student_grad(s, t)
+    value = poison(value, s, t)
     if not need_grad:
         return value, None
     g = _engine.log_softmax_vjp(xp, g, s) * (inv_temperature * grad_scale)

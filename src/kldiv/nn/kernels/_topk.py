@@ -18,7 +18,7 @@ import array_api_compat.torch as xp
 import torch
 
 from ... import _engine
-from ._dense import Divergence, canonical_logits, run_chunks, work_dtype
+from ._dense import Divergence, canonical_logits, poison, run_chunks, work_dtype
 
 
 def topk_rows(
@@ -49,6 +49,7 @@ def topk_rows(
     s = canonical_logits(s_logits * inv_temperature)
     t = canonical_logits(t_logits * inv_temperature)
     value, g = div.value_and_student_grad(s, t)
+    value = poison(value, s, t)
     if not need_grad:
         return value, None
     g = _engine.log_softmax_vjp(xp, g, s) * (inv_temperature * grad_scale)  # d/d s_logits; rows sum to 0

@@ -1,0 +1,85 @@
+"""The compiled kernels give the reference kernels' numbers; properties that hold for any input."""
+
+from __future__ import annotations
+
+import nn_reference as ref
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kldiv.nn import TopK
+from kldiv.nn.functional import distillation_loss
+from kldiv.nn.kernels import _compile
+
+
+def _value_and_grad(fn, s):
+    x = s.detach().clone().requires_grad_(True)
+    v = fn(x)
+    v.backward()
+    return v.detach(), x.grad
+
+
+@pytest.mark.parametrize("teacher_kind", ["dense", "topk"])
+def test_compiled_kernel_gives_the_reference_kernels_numbers(teacher_kind):
+    g = torch.Generator().manual_seed(0)
+    s, t = 3 * torch.randn(2, 5, 40, generator=g), 3 * torch.randn(2, 5, 40, generator=g)
+    labels = torch.arange(10).reshape(2, 5)
+    labels[0, 1] = labels[1, 3] = -100  # masked rows: the last chunk is padded to the compiled shape
+    if teacher_kind == "dense":
+        teacher, kw = t, dict(divergence="js", beta=0.3, temperature=2.0)
+    else:
+        lp, idx = torch.log_softmax(t, -1).topk(6, -1)
+        teacher, kw = TopK(idx, lp), dict(divergence="skew_reverse_kl", tail="bucket")
+    eager_v, eager_g = _value_and_grad(lambda x: distillation_loss(x, teacher, labels, **kw), s)
+    previous = _compile.set_compile("always")
+    try:
+        fast_v, fast_g = _value_and_grad(lambda x: distillation_loss(x, teacher, labels, **kw), s)
+        again_v, _ = _value_and_grad(lambda x: distillation_loss(x, teacher, labels, **kw), s)
+    finally:
+        _compile.set_compile(previous)
+    assert not _compile._broken, "torch.compile failed and fell back to eager"
+    torch.testing.assert_close(fast_v, eager_v, rtol=2e-6, atol=1e-7)
+    torch.testing.assert_close(fast_g, eager_g, rtol=2e-5, atol=1e-8)
+    assert again_v == fast_v
+
+
+def test_compile_policy_rejects_unknown_modes():
+    with pytest.raises(ValueError, match="compile mode must be 'auto', 'always' or 'never'"):
+        _compile.set_compile("sometimes")
+
+
+logits = st.integers(1, 6).flatmap(
+    lambda v: st.tuples(
+        st.lists(st.floats(-30, 30), min_size=v, max_size=v), st.lists(st.floats(-30, 30), min_size=v, max_size=v)
+    )
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.lists(logits, min_size=1, max_size=4).filter(lambda r: len({len(a) for a, _ in r}) == 1),
+    divergence=st.sampled_from(["kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl", "tvd"]),
+    temperature=st.floats(0.25, 4.0),
+)
+def test_any_logits_give_the_reference_value_and_gradient_and_a_nonnegative_loss(rows, divergence, temperature):
+    s = torch.tensor([a for a, _ in rows], dtype=torch.float64)
+    t = torch.tensor([b for _, b in rows], dtype=torch.float64)
+    got_v, got_g = _value_and_grad(lambda x: distillation_loss(x, t, divergence=divergence, temperature=temperature), s)
+    want_v, want_g = _value_and_grad(lambda x: ref.loss(x, t, divergence=divergence, temperature=temperature), s)
+    assert got_v >= -1e-15  # non-negative up to rounding
+    torch.testing.assert_close(got_v, want_v, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(got_g, want_g, rtol=1e-7, atol=1e-10)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    shift=st.floats(-50, 50),
+    # not TVD: at P = Q it is not differentiable, and rounding picks which side's subgradient |p - q| gets
+    divergence=st.sampled_from(["kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl"]),
+)
+def test_identical_distributions_give_zero_loss_and_zero_gradient_whatever_the_logit_shift(shift, divergence):
+    s = torch.randn(3, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    v, g = _value_and_grad(lambda x: distillation_loss(x, s + shift, divergence=divergence), s)
+    assert abs(float(v)) < 1e-12
+    assert g.abs().max() < 1e-12

@@ -120,6 +120,10 @@ def is_torch(x: Any) -> bool:
     return array_api_compat.is_torch_array(x)
 
 
+def is_jax(*arrays: Any) -> bool:
+    return "jax" in sys.modules and any(array_api_compat.is_jax_array(a) for a in arrays)
+
+
 def needs_torch_autograd(*arrays: Any) -> bool:
     """True if any input is a torch tensor that requires grad while grad mode is on."""
     if "torch" not in sys.modules:

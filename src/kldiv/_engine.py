@@ -243,12 +243,17 @@ def forward(
 ) -> Any:
     """Public forward: the measure's value in the batch shape and the inputs' backend.
 
-    PyTorch tensors that require grad go through an autograd Function whose backward is the measure's vjp.
+    PyTorch tensors that require grad go through an autograd Function whose backward is the measure's vjp;
+    JAX arrays through a ``jax.custom_vjp`` with the same vjp.
     """
     if _backend.needs_torch_autograd(*inputs):
         from .nn._autograd import measure_function
 
         return measure_function(measure, inputs, names, options)
+    if _backend.is_jax(*inputs):
+        from ._jax import measure_function as jax_function
+
+        return jax_function(measure, inputs, names, options)
     result = run(measure, inputs, names, **options)
     return result.layout.values(result.values)
 

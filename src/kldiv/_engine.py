@@ -246,6 +246,7 @@ def forward(
     PyTorch tensors that require grad go through an autograd Function whose backward is the measure's vjp;
     JAX arrays through a ``jax.custom_vjp`` with the same vjp.
     """
+    _backend.namespace(*inputs)  # mixed libraries fail here, before any bridge sees them
     if _backend.needs_torch_autograd(*inputs):
         from .nn._autograd import measure_function
 

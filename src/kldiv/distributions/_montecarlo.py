@@ -17,7 +17,7 @@ def _estimate(terms_value: Any, terms_host: np.ndarray, n: int, level: float) ->
     if np.ndim(stderr) == 0:
         stderr = float(stderr)
         value = value if hasattr(value, "detach") else float(value)
-        return Estimate(value, stderr, normal_interval(float(value), stderr, level), n)
+        return Estimate(value, stderr, normal_interval(value, stderr, level), n)
     host_value = value.detach().cpu().double().numpy() if hasattr(value, "detach") else np.asarray(value)
     from statistics import NormalDist
 

@@ -26,27 +26,33 @@ class Estimate:
     n: int
 
     def __float__(self) -> float:
-        return float(self.value)
+        return as_float(self.value)
 
     def __str__(self) -> str:
-        text = f"{float(self.value):.6g} ± {self.stderr:.2g}"
+        text = f"{as_float(self.value):.6g} ± {self.stderr:.2g}"
         if self.ci is not None:
             text += f" [{self.ci[0]:.6g}, {self.ci[1]:.6g}]"
         return f"{text} (n={self.n})"
+
+
+def as_float(value: Any) -> float:
+    """A Python float of a number or a 0-d array or tensor (detached from any autograd graph)."""
+    return float(value.detach()) if hasattr(value, "detach") else float(value)
 
 
 def normal_interval(value: float, stderr: float, level: float | None) -> tuple[float, float] | None:
     """The two-sided normal interval ``value ± z_{(1+level)/2} · stderr`` (None when ``level`` is None)."""
     if level is None:
         return None
-    if math.isinf(float(value)):
-        return (float(value), float(value))
+    value = as_float(value)
+    if math.isinf(value):
+        return (value, value)
     if not math.isfinite(stderr):
         return (-math.inf, math.inf)
     from statistics import NormalDist
 
     z = NormalDist().inv_cdf(0.5 + level / 2)
-    return (float(value) - z * stderr, float(value) + z * stderr)
+    return (value - z * stderr, value + z * stderr)
 
 
 def check_level(ci: Any) -> float | None:

@@ -124,4 +124,4 @@ def mc(log_p: Any, log_q: Any, *, estimator: str = "k1", ci: float | None = 0.95
     stderr = float(np.std(host_terms, ddof=1) / math.sqrt(n) / divisor)
     if not _is_torch(value):
         value = float(value)
-    return Estimate(value, stderr, normal_interval(float(value), stderr, level), n)
+    return Estimate(value, stderr, normal_interval(value, stderr, level), n)

@@ -1,6 +1,306 @@
-"""Fused linear distillation (in progress)."""
+"""Fused linear distillation: the loss from hidden states and the LM head, never holding all the logits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import _checks
+from ._types import TopK
+from .functional import Options, row_weight, selected_rows
+from .kernels import run_fused
+
+__all__ = ["FusedLinearDistillationLoss", "fused_linear_distillation_loss"]
 
 
-class FusedLinearDistillationLoss:  # placeholder until the fused kernel lands
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("FusedLinearDistillationLoss is not implemented yet")
+class FusedLinearFunction(torch.autograd.Function):
+    """Loss in forward with the gradients of hidden, weight and bias computed alongside; backward scales them."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, teacher_hidden, teacher_weight, teacher_bias, teacher_logits,
+                indices, logprobs, labels, config):
+        options, vocab_size, tail, hard_label_weight, num_items, accum_dtype = config
+        n = hidden.shape[0]
+        rows, count = selected_rows(labels, n, options.ignore_index)
+        soft_scale = row_weight(options, count, num_items)
+        hard_scale = row_weight(Options(options.divergence, 1.0, 1.0, options.ignore_index, options.reduction),
+                                count, num_items)
+
+        def keep(x):
+            return x if x is None or rows is None else x.index_select(0, rows)
+
+        h, kept_labels = keep(hidden.detach()), keep(labels)
+        with torch.no_grad():
+            if teacher_hidden is not None:
+                th, tw = keep(teacher_hidden.detach()), teacher_weight.detach()[:vocab_size]
+                tb = teacher_bias.detach()[:vocab_size] if teacher_bias is not None else None
+
+                def teacher(lo, hi):
+                    return torch.addmm(tb, th[lo:hi], tw.t()) if tb is not None else th[lo:hi] @ tw.t()
+            elif teacher_logits is not None:
+                tl = keep(teacher_logits.detach())[:, :vocab_size]
+
+                def teacher(lo, hi):
+                    return tl[lo:hi]
+            else:
+                idx, lp = keep(indices).long(), keep(logprobs.detach())
+
+                def teacher(lo, hi):
+                    return idx[lo:hi], lp[lo:hi]
+
+        w = weight.detach()[:vocab_size]
+        b = bias.detach()[:vocab_size] if bias is not None else None
+        need_grad = any(ctx.needs_input_grad[:3])
+        soft, hard, grads = run_fused(
+            options.divergence, h, w, b, teacher, tail=tail, labels=kept_labels, hard_label_weight=hard_label_weight,
+            temperature=options.temperature, soft_scale=soft_scale, hard_scale=hard_scale, accum_dtype=accum_dtype,
+            need_grad=need_grad,
+        )
+        if bool(torch.isnan(soft).any() | torch.isnan(hard).any()):
+            raise ValueError(
+                "the loss is NaN: the hidden states, weights or teacher hold NaN or inf; check the model's outputs"
+            )
+        if need_grad:
+            grad_h, grad_w, grad_b = grads
+            if rows is not None:
+                grad_h = torch.zeros_like(hidden).index_copy_(0, rows, grad_h)
+            grad_w = _full(grad_w.to(weight.dtype), weight.shape[0])
+            grad_b = _full(grad_b.to(bias.dtype), bias.shape[0]) if grad_b is not None else None
+            ctx.grads = (grad_h, grad_w, grad_b)
+        else:
+            ctx.grads = None
+        return soft.sum() * soft_scale + hard_label_weight * (hard.sum() * hard_scale)
+
+    @staticmethod
+    def backward(ctx, upstream):
+        grads, ctx.grads = ctx.grads, None
+        if grads is None:
+            raise RuntimeError(
+                "kldiv.nn: backward ran twice through the same fused linear loss; its gradients are computed once "
+                "in forward and handed over; recompute the loss for a second backward"
+            )
+        if bool(upstream != 1):
+            grads = tuple(g.mul_(upstream.to(g.dtype)) if g is not None else None for g in grads)
+        return (*grads, None, None, None, None, None, None, None, None)
+
+
+def _full(grad: torch.Tensor, rows: int) -> torch.Tensor:
+    """Pad a vocabulary-truncated gradient with zero rows up to the parameter's size."""
+    if grad.shape[0] == rows:
+        return grad
+    return torch.cat([grad, grad.new_zeros((rows - grad.shape[0], *grad.shape[1:]))])
+
+
+def fused_linear_distillation_loss(
+    student_hidden: torch.Tensor,
+    student_weight: torch.Tensor,
+    teacher_hidden: torch.Tensor | None = None,
+    teacher_weight: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    *,
+    student_bias: torch.Tensor | None = None,
+    teacher_bias: torch.Tensor | None = None,
+    teacher_logits: torch.Tensor | TopK | None = None,
+    divergence: str = "kl",
+    beta: float = 0.5,
+    alpha: float = 0.1,
+    temperature: float = 1.0,
+    scale_by_temperature_squared: bool = False,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    num_items_in_batch: int | float | torch.Tensor | None = None,
+    vocab_size: int | None = None,
+    tail: str | None = None,
+    hard_label_weight: float = 0.0,
+    accum_dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Distillation loss of ``z = student_hidden @ student_weight.T + student_bias`` against a teacher, fused.
+
+    ``loss = sum_n w_n c D(T_n, S_n) + hard_label_weight * sum_n w_n CE(label_n, S_n)`` over kept positions,
+    with S_n = softmax(z_n / tau), T_n the teacher's (``teacher_hidden @ teacher_weight.T + teacher_bias``,
+    ``teacher_logits`` or a :class:`TopK`), c = tau**2 if ``scale_by_temperature_squared`` else 1, D as in
+    :func:`kldiv.nn.functional.distillation_loss`, CE the cross-entropy of the untempered logits, and
+    w_n = 1 / (kept positions) for "mean" (or 1 / ``num_items_in_batch``), 1 for "sum".
+
+    The logits are computed a chunk of rows at a time; the gradients of the hidden states, weight and bias are
+    computed in the forward pass (weight and bias accumulated in ``accum_dtype``) and only scaled in backward.
+    Peak memory beyond the inputs: the gradients plus about three (chunk, V) float32 buffers.
+
+    Args:
+      student_hidden: (N, H_s) hidden states (flatten batch and sequence first).
+      student_weight: (V, H_s) LM head; student_bias: optional (V,).
+      teacher_hidden, teacher_weight, teacher_bias: (N, H_t), (V_t, H_t), optional (V_t,); no gradient.
+      teacher_logits: instead of the teacher's hidden states: (N, V_t) logits or a :class:`TopK`; no gradient.
+      labels: optional (N,) integer tensor; positions equal to ``ignore_index`` are excluded (required with
+        ``hard_label_weight``, where the others must be token ids in [0, V)).
+      divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, num_items_in_batch,
+      vocab_size, tail: as in :func:`kldiv.nn.functional.distillation_loss`.
+      reduction: "mean" or "sum" ("none" is not available: the weight gradient is summed in forward).
+      hard_label_weight: weight >= 0 of the cross-entropy on the labels (0: pure distillation).
+      accum_dtype: dtype accumulating the weight and bias gradients (float32 or float64).
+
+    Returns:
+      A 0-d tensor, float32 for half-precision inputs.
+
+    References:
+      Hinton, Vinyals and Dean (2015); Agarwal et al. (2024), GKD; Ko et al. (2024), DistiLLM;
+      Wijmans et al. (2024), Cut Your Losses in Large-Vocabulary Language Models (chunked logits).
+    """
+    options = Options.make(divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction)
+    if options.reduction == "none":
+        raise ValueError(
+            "reduction='none' is not available for the fused linear loss (its weight gradient is summed over "
+            "positions in forward); use 'mean' or 'sum', or DistillationLoss on materialised logits"
+        )
+    hidden = _matrix("student_hidden", student_hidden)
+    weight = _matrix("student_weight", student_weight)
+    if weight.shape[1] != hidden.shape[1]:
+        raise ValueError(
+            f"student_weight has shape {tuple(weight.shape)} but student_hidden has {hidden.shape[1]} features; "
+            "the weight must be (V, H) with H = student_hidden.shape[1] (an nn.Linear's .weight)"
+        )
+    if weight.dtype != hidden.dtype:
+        raise TypeError(f"student_hidden is {hidden.dtype} but student_weight is {weight.dtype}; use one dtype")
+    n, v = hidden.shape[0], weight.shape[0]
+    _bias("student_bias", student_bias, v)
+    if labels is not None:
+        _checks.labels(labels, (n,), "student_hidden")
+    hard = _checks.weight("hard_label_weight", hard_label_weight)
+    if hard and labels is None:
+        raise ValueError("hard_label_weight > 0 needs labels (the token ids whose cross-entropy is added)")
+    if accum_dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"accum_dtype must be torch.float32 or torch.float64, got {accum_dtype!r}")
+    num_items = _checks.num_items(num_items_in_batch, options.reduction)
+    given = [name for name, x in (("teacher_hidden", teacher_hidden), ("teacher_logits", teacher_logits)) if x is not None]
+    if len(given) != 1:
+        raise ValueError(
+            "pass exactly one teacher: teacher_hidden with teacher_weight, or teacher_logits (a tensor or a TopK); "
+            f"got {' and '.join(given) if given else 'neither'}"
+        )
+    if tail is not None:
+        _checks.choice("tail", tail, _checks.TAILS)
+    indices = logprobs = None
+    mode = None
+    if teacher_hidden is not None:
+        teacher_hidden = _matrix("teacher_hidden", teacher_hidden)
+        if teacher_weight is None:
+            raise ValueError("teacher_hidden needs teacher_weight (V_t, H_t), the teacher's LM head")
+        teacher_weight = _matrix("teacher_weight", teacher_weight)
+        if teacher_hidden.shape[0] != n or teacher_weight.shape[1] != teacher_hidden.shape[1]:
+            raise ValueError(
+                f"teacher_hidden has shape {tuple(teacher_hidden.shape)} and teacher_weight "
+                f"{tuple(teacher_weight.shape)}; they need N = {n} rows and a shared feature size H_t"
+            )
+        _bias("teacher_bias", teacher_bias, teacher_weight.shape[0])
+        teacher_v = teacher_weight.shape[0]
+        _checks.same_device(hidden, teacher_hidden=teacher_hidden, teacher_weight=teacher_weight)
+    elif isinstance(teacher_logits, TopK):
+        indices, logprobs = teacher_logits.indices, teacher_logits.logprobs
+        if indices.shape[0] != n or indices.ndim != 2:
+            raise ValueError(f"TopK.indices has shape {tuple(indices.shape)}; it needs shape (N, k) with N = {n}")
+        if teacher_logits.tail is not None and tail is not None and teacher_logits.tail != tail:
+            raise ValueError(f"TopK.tail={teacher_logits.tail!r} conflicts with tail={tail!r}; set it in one place")
+        mode = teacher_logits.tail or tail or "bucket"
+        teacher_v, teacher_logits = v, None
+    else:
+        teacher_logits = _matrix("teacher_logits", teacher_logits)
+        if teacher_logits.shape[0] != n:
+            raise ValueError(f"teacher_logits has {teacher_logits.shape[0]} rows but student_hidden has {n}")
+        teacher_v = teacher_logits.shape[1]
+    size = _checks.vocab(v, teacher_v, vocab_size, "the teacher")
+    _checks.same_device(hidden, student_weight=weight, labels=labels)
+    if hard and labels is not None:
+        kept = labels[labels != options.ignore_index]
+        if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= size):
+            raise ValueError(f"labels hold token ids outside [0, {size}); the cross-entropy needs ids of the vocabulary")
+    if indices is not None:
+        from .functional import _check_topk_rows
+
+        rows, _ = selected_rows(labels, n, options.ignore_index)
+        _check_topk_rows(indices.long(), logprobs, rows, size, mode)
+    config = (options, size, mode, hard, num_items, accum_dtype)
+    return FusedLinearFunction.apply(
+        hidden, weight, student_bias, teacher_hidden, teacher_weight, teacher_bias, teacher_logits, indices,
+        logprobs, labels, config,
+    )
+
+
+def _matrix(name: str, x: Any) -> torch.Tensor:
+    x = _checks.float_tensor(name, x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} has shape {tuple(x.shape)}; it must be 2-D (flatten batch and sequence first)")
+    return x
+
+
+def _bias(name: str, b: Any, v: int) -> None:
+    if b is not None:
+        b = _checks.float_tensor(name, b)
+        if tuple(b.shape) != (v,):
+            raise ValueError(f"{name} has shape {tuple(b.shape)}; it must be ({v},), one entry per vocabulary row")
+
+
+class FusedLinearDistillationLoss(torch.nn.Module):
+    """Distillation from hidden states and LM heads without materialising the logits (see
+    :func:`fused_linear_distillation_loss` for the formula).
+
+    Args:
+      divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction, vocab_size,
+      tail, hard_label_weight, accum_dtype: see :func:`fused_linear_distillation_loss`.
+
+    Call:
+      ``loss(student_hidden, student_weight, teacher_hidden=None, teacher_weight=None, labels=None, *,
+      student_bias=None, teacher_bias=None, teacher_logits=None, num_items_in_batch=None)``.
+
+    References:
+      Hinton, Vinyals and Dean (2015); Wijmans et al. (2024), Cut Your Losses in Large-Vocabulary Language Models.
+    """
+
+    def __init__(
+        self,
+        divergence: str = "kl",
+        *,
+        beta: float = 0.5,
+        alpha: float = 0.1,
+        temperature: float = 1.0,
+        scale_by_temperature_squared: bool = False,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        vocab_size: int | None = None,
+        tail: str | None = None,
+        hard_label_weight: float = 0.0,
+        accum_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        Options.make(divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction)
+        if reduction == "none":
+            raise ValueError("reduction='none' is not available for the fused linear loss; use 'mean' or 'sum'")
+        _checks.weight("hard_label_weight", hard_label_weight)
+        self.kwargs = dict(
+            divergence=divergence, beta=beta, alpha=alpha, temperature=temperature,
+            scale_by_temperature_squared=scale_by_temperature_squared, ignore_index=ignore_index,
+            reduction=reduction, vocab_size=vocab_size, tail=tail, hard_label_weight=hard_label_weight,
+            accum_dtype=accum_dtype,
+        )
+
+    def forward(
+        self,
+        student_hidden: torch.Tensor,
+        student_weight: torch.Tensor,
+        teacher_hidden: torch.Tensor | None = None,
+        teacher_weight: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        student_bias: torch.Tensor | None = None,
+        teacher_bias: torch.Tensor | None = None,
+        teacher_logits: torch.Tensor | TopK | None = None,
+        num_items_in_batch: int | float | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return fused_linear_distillation_loss(
+            student_hidden, student_weight, teacher_hidden, teacher_weight, labels, student_bias=student_bias,
+            teacher_bias=teacher_bias, teacher_logits=teacher_logits, num_items_in_batch=num_items_in_batch,
+            **self.kwargs,
+        )
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items() if k in ("divergence", "temperature", "reduction"))

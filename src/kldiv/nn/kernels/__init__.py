@@ -6,6 +6,7 @@ through ``torch.compile`` (the same Python code traced, so the same formula).
 """
 
 from ._dense import Divergence, dense_rows, run_dense
+from ._fused import run_fused
 from ._topk import run_topk
 
-__all__ = ["Divergence", "dense_rows", "run_dense", "run_topk"]
+__all__ = ["Divergence", "dense_rows", "run_dense", "run_fused", "run_topk"]

@@ -87,6 +87,7 @@ def run_dense(
     rows: torch.Tensor | None,
     grad_scale: float | torch.Tensor,
     grad_out: torch.Tensor | None,
+    chunk_rows: int | None = None,
 ) -> torch.Tensor:
     """Evaluate ``div`` on the selected rows of 2-D ``student``/``teacher`` (N, V), chunk by chunk.
 
@@ -105,6 +106,7 @@ def run_dense(
         rows=rows,
         grad_scale=grad_scale,
         grad_out=grad_out,
+        chunk_rows=chunk_rows,
     )
 
 
@@ -119,10 +121,13 @@ def run_chunks(
     rows: torch.Tensor | None,
     grad_scale: float | torch.Tensor,
     grad_out: torch.Tensor | None,
+    chunk_rows: int | None = None,
 ) -> torch.Tensor:
     """The row-chunk loop shared by every kernel: ``make()(*chunks, inv_temperature, grad_scale)`` returns
     (values, grad or None) for a chunk of rows of each input; ``inputs`` pairs each 2-D input with the value
-    that pads it up to the compiled chunk shape. ``width`` is the number of columns the kernel reads per row."""
+    that pads it up to the compiled chunk shape. ``width`` is the number of columns the kernel reads per row;
+    ``chunk_rows`` fixes the compiled chunk shape (callers that split rows themselves pass one value for all
+    their calls), otherwise it follows from ``width`` and the number of rows."""
     first = inputs[0][0]
     n, device = first.shape[0], first.device
     values = torch.zeros(n, dtype=dtype, device=device)
@@ -134,6 +139,8 @@ def run_chunks(
     compile_it = _compile.wanted(n_sel * width, device)
     step = max(1, (COMPILED_CHUNK if compile_it else EAGER_CHUNK) // width)
     step = min(step, n)  # the compiled shape depends only on (N, V), never on how many rows are masked
+    if compile_it and chunk_rows is not None:
+        step = chunk_rows
     key = (*key, *(x.dtype for x, _ in inputs), *(x.shape[1] for x, _ in inputs), dtype, step, device.type)
     eager = make()
     for lo in range(0, n_sel, step):

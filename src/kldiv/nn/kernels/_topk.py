@@ -81,6 +81,7 @@ def run_topk(
     rows: torch.Tensor | None,
     grad_scale: float | torch.Tensor,
     grad_out: torch.Tensor | None,
+    chunk_rows: int | None = None,
 ) -> torch.Tensor:
     """Like :func:`run_dense`, with the teacher given as (N, k) ``indices`` (int64) and ``logprobs``."""
     need_grad, bucket = grad_out is not None, tail == "bucket"
@@ -95,4 +96,5 @@ def run_topk(
         rows=rows,
         grad_scale=grad_scale,
         grad_out=grad_out,
+        chunk_rows=chunk_rows,
     )

@@ -1,0 +1,97 @@
+"""Fused linear distillation: logits one chunk of rows at a time, gradients of the linear layer in forward.
+
+For each chunk of rows: ``z = h W^T + b`` (student), the teacher's logits likewise (or given), the divergence's
+value and d/dz from the dense or top-k kernel, optionally plus the cross-entropy on the labels (the core
+``CROSS_ENTROPY`` measure against the one-hot label), then ``dh = dz W``, ``dW += dz^T h``, ``db += sum dz``
+accumulated in ``accum_dtype``. Only the chunk's logits and their gradient exist at any time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import array_api_compat.torch as xp
+import torch
+
+from ... import _engine
+from ...measures import CROSS_ENTROPY
+from ._dense import COMPILED_CHUNK, Divergence, canonical_logits, run_dense
+from ._topk import run_topk
+
+# Rows per chunk: about 2**23 logits (32 MiB in float32), a whole number of compiled kernel chunks.
+FUSED_ELEMENTS = 1 << 23
+
+
+def label_cross_entropy(z: torch.Tensor, labels: torch.Tensor, scale: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row -log softmax(z)[label] and ``scale`` times its gradient in z: the core cross-entropy H(P, S)
+    with P the one-hot distribution of the label."""
+    s = canonical_logits(z)
+    onehot = torch.zeros_like(z).scatter_(1, labels[:, None], 1.0)
+    p = _engine.Canon(onehot, torch.log(onehot))
+    value = CROSS_ENTROPY.value(xp, p, s)
+    g = CROSS_ENTROPY.vjp(xp, p, s, value, True)[1]
+    return value, _engine.log_softmax_vjp(xp, g, s) * scale
+
+
+def run_fused(
+    div: Divergence,
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    teacher: Callable[[int, int], Any],
+    *,
+    tail: str | None,
+    labels: torch.Tensor | None,
+    hard_label_weight: float,
+    temperature: float,
+    soft_scale: Any,
+    hard_scale: Any,
+    accum_dtype: torch.dtype,
+    need_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None]:
+    """Returns per-row divergence values, per-row cross-entropies (zeros without ``hard_label_weight``) and,
+    if ``need_grad``, (grad_hidden in hidden's dtype, grad_weight and grad_bias in ``accum_dtype``).
+
+    ``hidden`` (N, H) holds only the kept rows; ``teacher(lo, hi)`` returns the teacher for rows lo:hi, as
+    (rows, V) logits or as an (indices, logprobs) pair (``tail`` then says how the tail is treated).
+    """
+    n, v = hidden.shape[0], weight.shape[0]
+    work = torch.float64 if torch.float64 in (hidden.dtype, weight.dtype, accum_dtype) else torch.float32
+    accum_dtype = torch.promote_types(accum_dtype, weight.dtype)  # never accumulate below the weight's precision
+    inner = max(1, COMPILED_CHUNK // v)
+    step = max(inner, (FUSED_ELEMENTS // v) // inner * inner)
+    device = hidden.device
+    soft_values = torch.zeros(n, dtype=work, device=device)
+    hard_values = torch.zeros(n, dtype=work, device=device)
+    grads = None
+    if need_grad:
+        grads = (
+            torch.empty_like(hidden),
+            torch.zeros(weight.shape, dtype=accum_dtype, device=device),
+            torch.zeros(v, dtype=accum_dtype, device=device) if bias is not None else None,
+        )
+    for lo in range(0, n, step):
+        hi = min(lo + step, n)
+        h = hidden[lo:hi]
+        z = (torch.addmm(bias, h, weight.t()) if bias is not None else h @ weight.t()).to(work)
+        g = torch.empty_like(z) if need_grad else None
+        common = dict(temperature=temperature, rows=None, grad_scale=soft_scale, grad_out=g, chunk_rows=inner)
+        t = teacher(lo, hi)
+        if isinstance(t, tuple):
+            soft_values[lo:hi] = run_topk(div, z, t[0], t[1], tail=tail, **common)
+        else:
+            soft_values[lo:hi] = run_dense(div, z, t.to(work), **common)
+        if hard_label_weight:
+            value, g_hard = label_cross_entropy(z, labels[lo:hi], hard_scale * hard_label_weight)
+            hard_values[lo:hi] = value
+            if need_grad:
+                g += g_hard
+        del z
+        if need_grad:
+            grad_h, grad_w, grad_b = grads
+            grad_h[lo:hi] = g.to(weight.dtype) @ weight
+            grad_w.addmm_(g.t().to(accum_dtype), h.to(accum_dtype))
+            if grad_b is not None:
+                grad_b += g.sum(0, dtype=accum_dtype)
+    return soft_values, hard_values, grads

@@ -1,0 +1,178 @@
+"""FusedLinearDistillationLoss against materialised logits + the naive float64 oracle."""
+
+from __future__ import annotations
+
+import nn_reference as ref
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kldiv.nn import FusedLinearDistillationLoss, TopK
+from kldiv.nn.fused_linear import fused_linear_distillation_loss
+from kldiv.nn.kernels import _fused
+
+N, H, HT, V = 9, 6, 4, 13
+
+
+def _data(seed=0, dtype=torch.float64, bias=True):
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+
+    labels = torch.randint(0, V, (N,), generator=g)
+    labels[::4] = -100
+    return dict(h=r(N, H), w=r(V, H), b=r(V) if bias else None, th=r(N, HT), tw=r(V, HT), tb=r(V), labels=labels)
+
+
+def _grads(fn, *xs):
+    xs = [x.detach().clone().requires_grad_(True) if x is not None else None for x in xs]
+    value = fn(*xs)
+    value.backward()
+    return value.detach(), [x.grad if x is not None else None for x in xs]
+
+
+def _naive(d, divergence="kl", hard=0.0, reduction="mean", num_items=None, **kw):
+    def fn(h, w, b):
+        z = h @ w.T + (b if b is not None else 0)
+        t = d["th"] @ d["tw"].T + d["tb"]
+        soft = ref.loss(z, t, d["labels"], divergence=divergence, reduction=reduction, num_items_in_batch=num_items, **kw)
+        if hard:
+            ce = F.cross_entropy(z, d["labels"], reduction="sum")
+            kept = int((d["labels"] != -100).sum())
+            soft = soft + hard * ce / (num_items or (kept if reduction == "mean" else 1))
+        return soft
+
+    return fn
+
+
+def _close(a, b, rtol=1e-10, atol=1e-12):
+    torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("divergence", ["kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl", "tvd"])
+def test_fused_value_and_grads_of_hidden_weight_bias_equal_float64_reference(divergence):
+    d = _data()
+    kw = dict(divergence=divergence, temperature=1.3, scale_by_temperature_squared=True)
+    loss = FusedLinearDistillationLoss(**kw)
+    got_v, got_g = _grads(
+        lambda h, w, b: loss(h, w, d["th"], d["tw"], d["labels"], student_bias=b, teacher_bias=d["tb"]),
+        d["h"], d["w"], d["b"],
+    )
+    want_v, want_g = _grads(_naive(d, **kw), d["h"], d["w"], d["b"])
+    _close(got_v, want_v)
+    for a, b in zip(got_g, want_g, strict=True):
+        _close(a, b)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_fused_with_hard_label_cross_entropy_equals_reference(reduction):
+    d = _data(bias=False)
+    loss = FusedLinearDistillationLoss("js", beta=0.3, hard_label_weight=0.7, reduction=reduction)
+    got_v, got_g = _grads(lambda h, w: loss(h, w, d["th"], d["tw"], d["labels"], teacher_bias=d["tb"]), d["h"], d["w"])
+    want_v, want_g = _grads(lambda h, w: _naive(d, "js", hard=0.7, reduction=reduction, beta=0.3)(h, w, None),
+                            d["h"], d["w"])
+    _close(got_v, want_v)
+    for a, b in zip(got_g, want_g, strict=True):
+        _close(a, b)
+
+
+def test_fused_in_many_chunks_equals_one_chunk(monkeypatch):
+    d = _data()
+    call = lambda h, w, b: fused_linear_distillation_loss(  # noqa: E731
+        h, w, d["th"], d["tw"], d["labels"], student_bias=b, teacher_bias=d["tb"], divergence="reverse_kl")
+    one_v, one_g = _grads(call, d["h"], d["w"], d["b"])
+    monkeypatch.setattr(_fused, "FUSED_ELEMENTS", 2 * V)  # 2 rows per chunk
+    many_v, many_g = _grads(call, d["h"], d["w"], d["b"])
+    _close(many_v, one_v)
+    for a, b in zip(many_g, one_g, strict=True):
+        _close(a, b)
+
+
+def test_fused_accepts_teacher_logits_and_topk_teachers():
+    d = _data()
+    t = d["th"] @ d["tw"].T + d["tb"]
+    base = lambda **kw: lambda h, w: fused_linear_distillation_loss(h, w, labels=d["labels"], **kw)  # noqa: E731
+    got_v, got_g = _grads(base(teacher_logits=t), d["h"], d["w"])
+    want_v, want_g = _grads(lambda h, w: ref.loss(h @ w.T, t, d["labels"]), d["h"], d["w"])
+    _close(got_v, want_v)
+    _close(got_g[1], want_g[1])
+    lp, idx = torch.log_softmax(t, -1).topk(5, -1)
+    got_v, got_g = _grads(base(teacher_logits=TopK(idx, lp), tail="renormalize"), d["h"], d["w"])
+    want_v, want_g = _grads(lambda h, w: ref.topk_loss(h @ w.T, idx, lp, d["labels"], tail="renormalize"), d["h"], d["w"])
+    _close(got_v, want_v)
+    _close(got_g[0], want_g[0])
+
+
+def test_fused_gradient_accumulation_with_num_items_equals_one_batch():
+    d = _data()
+    total = int((d["labels"] != -100).sum())
+    loss = FusedLinearDistillationLoss("skew_kl")
+    _, big = _grads(lambda w: loss(d["h"], w, d["th"], d["tw"], d["labels"]), d["w"])
+    w = d["w"].clone().requires_grad_(True)
+    for sl in (slice(0, 4), slice(4, N)):
+        loss(d["h"][sl], w, d["th"][sl], d["tw"], d["labels"][sl], num_items_in_batch=total).backward()
+    _close(w.grad, big[0])
+
+
+def test_fused_vocab_size_truncation_gives_zero_gradient_to_padded_rows():
+    d = _data()
+    w_big = torch.cat([d["w"], torch.randn(3, H, dtype=torch.float64)])
+    got_v, got_g = _grads(
+        lambda w: fused_linear_distillation_loss(d["h"], w, d["th"], d["tw"], d["labels"], vocab_size=V), w_big
+    )
+    want_v, want_g = _grads(lambda w: ref.loss(d["h"] @ w.T, d["th"] @ d["tw"].T, d["labels"]), d["w"])
+    _close(got_v, want_v)
+    _close(got_g[0][:V], want_g[0])
+    assert (got_g[0][V:] == 0).all()
+
+
+def test_fused_bfloat16_gradients_within_1e2_of_float64_and_float32_accumulation():
+    d = _data()
+    d16 = {k: (v.bfloat16() if v is not None and v.is_floating_point() else v) for k, v in d.items()}
+    got_v, got_g = _grads(lambda h, w: FusedLinearDistillationLoss()(h, w, d16["th"], d16["tw"], d["labels"]),
+                          d16["h"], d16["w"])
+    # the reference sees the same bf16-rounded inputs, in float64
+    d64 = {k: (v.double() if v is not None and v.is_floating_point() else v) for k, v in d16.items()}
+    d64["tb"] = torch.zeros(V, dtype=torch.float64)
+    want_v, want_g = _grads(_naive(d64), d64["h"], d64["w"], None)
+    assert got_g[0].dtype == torch.bfloat16 and got_g[1].dtype == torch.bfloat16
+    for a, b in zip(got_g, want_g[:2], strict=True):
+        assert (a.double() - b).norm() / b.norm() <= 1e-2
+
+
+def test_teacher_tensors_get_no_gradient():
+    d = _data()
+    th, tw = d["th"].clone().requires_grad_(True), d["tw"].clone().requires_grad_(True)
+    h = d["h"].clone().requires_grad_(True)
+    FusedLinearDistillationLoss()(h, d["w"], th, tw, d["labels"]).backward()
+    assert th.grad is None and tw.grad is None and h.grad is not None
+
+
+ERRORS = [
+    (dict(reduction="none"), ValueError, "reduction='none' is not available"),
+    (dict(teacher_hidden=None), ValueError, "pass exactly one teacher"),
+    (dict(teacher_logits=torch.zeros(N, V)), ValueError, "pass exactly one teacher"),
+    (dict(student_weight=torch.zeros(V, H + 1)), ValueError, r"must be \(V, H\) with H = student_hidden.shape\[1\]"),
+    (dict(student_bias=torch.zeros(V + 1)), ValueError, r"student_bias has shape \(14,\); it must be \(13,\)"),
+    (dict(teacher_weight=torch.zeros(V + 2, HT)), ValueError, "pass vocab_size=13"),
+    (dict(teacher_weight=None), ValueError, "teacher_hidden needs teacher_weight"),
+    (dict(student_hidden=torch.zeros(2, 3, H)), ValueError, "it must be 2-D"),
+    (dict(labels=torch.zeros(N)), TypeError, "labels has dtype torch.float32"),
+    (dict(hard_label_weight=-1.0), ValueError, "hard_label_weight must be a finite number >= 0"),
+    (dict(hard_label_weight=1.0, labels=None), ValueError, "hard_label_weight > 0 needs labels"),
+    (dict(hard_label_weight=1.0, labels=torch.full((N,), V)), ValueError, r"labels hold token ids outside \[0, 13\)"),
+    (dict(accum_dtype=torch.float16), TypeError, "accum_dtype must be torch.float32 or torch.float64"),
+    (dict(student_weight=torch.zeros(V, H, dtype=torch.float64)), TypeError, "use one dtype"),
+    (dict(temperature=0.0), ValueError, "temperature must be a positive finite number"),
+]
+
+
+@pytest.mark.parametrize(("change", "kind", "message"), ERRORS, ids=[e[2][:40] for e in ERRORS])
+def test_fused_bad_input_raises_clear_one_line_error(change, kind, message):
+    args = dict(student_hidden=torch.zeros(N, H), student_weight=torch.zeros(V, H), teacher_hidden=torch.zeros(N, HT),
+                teacher_weight=torch.zeros(V, HT), labels=torch.zeros(N, dtype=torch.long))
+    args.update(change)
+    with pytest.raises(kind, match=message) as info:
+        fused_linear_distillation_loss(**args)
+    assert "\n" not in str(info.value)

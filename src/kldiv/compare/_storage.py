@@ -136,7 +136,7 @@ def save_reference(
     *,
     labels: Any = None,
     format: str = "float32",
-    top_k: int = 64,
+    top_k: int | None = None,
 ) -> Path:
     """Store one chunk of a reference model's logits for a later ``Comparison`` (``kldiv compare``).
 
@@ -153,7 +153,7 @@ def save_reference(
       logits: (N, V) or (B, T, V) logits, NumPy or PyTorch (any device; copied to the CPU).
       labels: optional integer labels of the batch shape, stored with the logits.
       format: ``"float32"`` (exact), ``"float16"``, ``"top_k"`` or ``"quantized"`` (llama.cpp's 16 bits).
-      top_k: k for the ``top_k`` format (at most V).
+      top_k: k for the ``top_k`` format (at most V; default min(64, V)).
 
     Returns:
       The path of the file written.
@@ -168,6 +168,7 @@ def save_reference(
     if array.ndim not in (2, 3):
         raise ValueError(f"logits has shape {array.shape}; pass (tokens, vocab) or (batch, sequence, vocab) logits")
     batch, v = array.shape[:-1], array.shape[-1]
+    top_k = min(64, v) if top_k is None else top_k
     if format == "top_k" and (isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= v):
         raise ValueError(f"top_k must be an integer in [1, {v}] (the vocabulary size), got {top_k!r}")
     rows = array.reshape(-1, v)

@@ -306,6 +306,7 @@ def train(config: LMConfig, folder: Path, *, resume: bool = False, progress: boo
     """Train the character model; write the run folder; return the report (held-out perplexity, samples)."""
     folder = Path(folder)
     config.validate()
+    folder.mkdir(parents=True, exist_ok=True)
     corpus = prepare_corpus(config.text, config.max_chars, config.seq_len)
     torch.manual_seed(config.seed)
     settings = dataclasses.asdict(config)

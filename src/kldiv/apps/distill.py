@@ -104,6 +104,7 @@ def distill(
 
     folder = Path(folder)
     config.validate()
+    folder.mkdir(parents=True, exist_ok=True)
     teacher, vocab, teacher_config = charlm.load_trained(Path(config.teacher))
     if config.top_k is not None and config.top_k > len(vocab):
         raise CommandError(f"--top-k is {config.top_k} but the teacher's vocabulary has only {len(vocab)} characters")

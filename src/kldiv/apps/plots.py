@@ -72,8 +72,10 @@ def image_grid(path: Path, images: np.ndarray, *, rows: int, title: str) -> None
 def scatter(path: Path, points: np.ndarray, labels: np.ndarray | None, *, title: str, xlabel: str, ylabel: str) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
-    sc = ax.scatter(points[:, 0], points[:, 1], c=labels if labels is not None else "tab:blue", cmap="tab10", s=8)
-    if labels is not None:
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], color="tab:blue", s=8)
+    else:
+        sc = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=8)
         fig.colorbar(sc, ax=ax, label="digit")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     _save(fig, path)

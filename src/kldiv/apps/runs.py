@@ -60,9 +60,10 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def write_metrics(folder: Path, rows: list[dict[str, Any]]) -> None:
-    """``metrics.csv`` and ``metrics.json`` from a list of rows (dicts with the same keys)."""
+    """``metrics.json`` and ``metrics.csv`` (its scalar columns) from a list of rows (dicts)."""
     atomic_write_json(folder / "metrics.json", rows)
     buffer = io.StringIO()
+    rows = [{k: v for k, v in row.items() if not isinstance(v, list | tuple | dict)} for row in rows]  # CSV: scalars
     if rows:
         fields = list(rows[0])
         for row in rows[1:]:

@@ -254,6 +254,7 @@ def train(
     """
     folder = Path(folder)
     config.validate()
+    folder.mkdir(parents=True, exist_ok=True)
     data = load_data(config.data, config.likelihood, config.seed)
     torch.manual_seed(config.seed)
     model = MLPVAE(
@@ -354,7 +355,7 @@ def _save(folder: Path, model: MLPVAE, optimizer: Any, generator: torch.Generato
         {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": _rng_state(generator), "history": history, "epoch": epoch},
     )
     runs.save_weights(folder / "model.safetensors", model.state_dict())
-    runs.write_metrics(folder, [{k: v for k, v in r.items() if k != "kl_per_dimension"} for r in history])
+    runs.write_metrics(folder, history)
     runs.atomic_write_json(folder / "state.json", {"status": "running", "epoch": epoch, "epochs": config.epochs})
 
 

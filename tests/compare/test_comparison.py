@@ -25,7 +25,7 @@ def oracle(a: np.ndarray, b: np.ndarray, labels: np.ndarray | None = None) -> di
     }
     for k in (5, 10):
         ta, tb = np.argsort(-a, -1)[..., :k], np.argsort(-b, -1)[..., :k]
-        out[f"overlap{k}"] = np.array([len(set(x) & set(y)) / k for x, y in zip(ta.reshape(-1, k), tb.reshape(-1, k))])
+        out[f"overlap{k}"] = np.array([len(set(x) & set(y)) / k for x, y in zip(ta.reshape(-1, k), tb.reshape(-1, k), strict=False)])
     if labels is not None:
         i = np.arange(len(labels))
         out["nll_r"], out["nll_o"] = -lp[i, labels], -lq[i, labels]
@@ -130,7 +130,7 @@ def test_sketch_percentiles_are_within_relative_error_of_order_statistics(values
         sketch.update(part)
     s = np.sort(x)
     qs = np.array([0, 0.1, 1, 5, 10, 25, 50, 75, 90, 99, 99.9, 100])
-    for q, value in zip(qs, sketch.percentiles(qs)):
+    for q, value in zip(qs, sketch.percentiles(qs), strict=False):
         rank = q / 100 * (len(s) - 1)
         bound = accuracy * max(abs(s[int(np.floor(rank))]), abs(s[int(np.ceil(rank))])) * (1 + 1e-9) + 1e-30
         assert abs(value - np.percentile(s, q)) <= bound

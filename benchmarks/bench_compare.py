@@ -1,0 +1,90 @@
+"""Streaming KL report benchmark: N tokens x V vocabulary, generated chunk by chunk, never all in memory.
+
+Compares ``kldiv.compare.Comparison`` (KLD, JS, TVD, top-1/top-k agreement, moments, sketch percentiles) with
+the straightforward script: ``F.log_softmax`` + ``F.kl_div`` per chunk, per-token values kept in a list,
+``torch.quantile`` at the end. Both see the same chunks; generation time is excluded from both and reported.
+
+    python benchmarks/bench_compare.py --tokens 1000000 --vocab 32000
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import torch
+import torch.nn.functional as F
+
+from kldiv.compare import KLD_PERCENTILES, Comparison
+
+
+def chunks(tokens: int, vocab: int, chunk: int, seed: int):
+    """Logit pairs from a 256-row random bank: permuted rows, per-token temperatures, and a perturbation."""
+    generator = torch.Generator().manual_seed(seed)
+    bank = torch.randn(256, vocab, generator=generator)
+    for lo in range(0, tokens, chunk):
+        n = min(chunk, tokens - lo)
+        rows = torch.randint(0, 256, (n,), generator=generator)
+        noise_rows = torch.randint(0, 256, (n,), generator=generator)
+        scale = 1 + 3 * torch.rand(n, 1, generator=generator)
+        noise = 0.05 + 0.5 * torch.rand(n, 1, generator=generator)
+        reference = bank[rows] * scale
+        other = reference + noise * bank[noise_rows]
+        yield reference, other
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tokens", type=int, default=1_000_000)
+    parser.add_argument("--vocab", type=int, default=32_000)
+    parser.add_argument("--chunk", type=int, default=256)
+    parser.add_argument("--method", choices=("both", "kldiv", "baseline"), default="both")
+    parser.add_argument("--exact-limit", type=int, default=1 << 16)
+    args = parser.parse_args()
+    comparison = Comparison(exact_limit=args.exact_limit)
+    baseline_values = []
+    timing = {"generate": 0.0, "kldiv": 0.0, "baseline": 0.0}
+    clock = time.perf_counter()
+    for reference, other in chunks(args.tokens, args.vocab, args.chunk, seed=0):
+        now = time.perf_counter()
+        timing["generate"] += now - clock
+        if args.method in ("both", "kldiv"):
+            comparison.update(reference, other)
+            timing["kldiv"] += time.perf_counter() - now
+            now = time.perf_counter()
+        if args.method in ("both", "baseline"):
+            lp, lq = F.log_softmax(reference, -1), F.log_softmax(other, -1)
+            baseline_values.append(F.kl_div(lq, lp, log_target=True, reduction="none").sum(-1))
+            timing["baseline"] += time.perf_counter() - now
+        clock = time.perf_counter()
+    now = time.perf_counter()
+    if args.method in ("both", "baseline"):
+        values = torch.cat(baseline_values).double()
+        baseline_q = torch.quantile(values, torch.tensor(KLD_PERCENTILES, dtype=torch.float64) / 100).numpy()
+        baseline_mean = float(values.mean())
+        timing["baseline"] += time.perf_counter() - now
+    now = time.perf_counter()
+    if args.method in ("both", "kldiv"):
+        result = comparison.result()
+        timing["kldiv"] += time.perf_counter() - now
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"tokens {args.tokens} vocab {args.vocab} chunk {args.chunk} threads {torch.get_num_threads()}")
+    print(f"generation: {timing['generate']:.1f} s (excluded below)")
+    for name in ("kldiv", "baseline"):
+        if timing[name]:
+            print(f"{name:9s}: {timing[name]:.1f} s, {args.tokens / timing[name]:,.0f} tokens/s")
+    print(f"peak RSS (whole process): {peak_mb:.0f} MB")
+    if args.method == "both":
+        print(f"mean KLD kldiv {result.kld_mean:.6g} baseline {baseline_mean:.6g}; percentile error bound "
+              f"{result.percentile_error:g} (relative)")
+        worst = 0.0
+        for q, b in zip(KLD_PERCENTILES, baseline_q, strict=True):
+            a = result.kld_percentiles[q]
+            worst = max(worst, abs(a - b) / abs(b))
+            print(f"  {q:5.1f}%  kldiv {a:.6g}  torch.quantile {b:.6g}  rel.diff {abs(a - b) / abs(b):.2e}")
+        print(f"worst relative percentile difference {worst:.2e} (float32 per-token values in the baseline)")
+
+
+if __name__ == "__main__":
+    main()

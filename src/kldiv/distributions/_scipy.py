@@ -135,15 +135,13 @@ def from_scipy(frozen: Any) -> ScipyDistribution:
         raise TypeError(
             f"{kind} is not a SciPy frozen distribution kldiv can read; pass e.g. scipy.stats.norm(0, 1)"
         )
-    parsed = dist._parse_args(*frozen.args, **frozen.kwds)
+    shapes, loc, scale = dist._parse_args(*frozen.args, **frozen.kwds)[:3]
     if getattr(frozen, "discrete", False) or isinstance(dist, _discrete_type()):
-        shapes, loc = parsed[:-1], parsed[-1]
         cls = {"poisson": Poisson, "bernoulli": Bernoulli, "binom": Binomial, "geom": Geometric,
                "nbinom": NegativeBinomial}.get(name, Discrete)
         names = {"poisson": ("mu",), "bernoulli": ("p",), "binom": ("n", "p"), "geom": ("p",), "nbinom": ("n", "p")}
         params = dict(zip(names.get(name, ()), shapes, strict=False))
         return cls(frozen, loc=loc, **params)
-    shapes, loc, scale = parsed[:-2], parsed[-2], parsed[-1]
     simple = {"norm": Normal, "uniform": Uniform, "laplace": Laplace, "cauchy": Cauchy, "gumbel_r": Gumbel,
               "halfnorm": HalfNormal}
     if name in simple:

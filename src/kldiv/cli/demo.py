@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import typer
@@ -102,10 +103,18 @@ def discrete_tour(console: Console) -> None:
     console.print(table)
 
 
-def demo() -> None:
-    """A guided tour of KL divergence with worked examples."""
+def demo(
+    quick: bool = typer.Option(False, "--quick", help="train the VAE and distillation runs for a few steps only (CI)"),
+    out: Path = typer.Option(Path("kldiv-demo"), help="folder for the runs and report.html / report.md"),
+    discrete_only: bool = typer.Option(False, "--discrete-only", help="only the worked examples, no training"),
+) -> None:
+    """A guided tour of KL divergence: worked examples, then a VAE and a distillation run with a report."""
     console = Console()
     discrete_tour(console)
+    if not discrete_only:
+        from ..apps.tour import run_tour  # torch and matplotlib load only here
+
+        run_tour(console, out, quick=quick)
 
 
 def register(app: typer.Typer) -> None:

@@ -45,7 +45,7 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"teacher: {teacher['parameters']:,} parameters, {args.teacher_steps} steps, held-out perplexity "
           f"{teacher['heldout_perplexity']:.3f}, {teacher_seconds:.0f} s\n")
-    print("| student (same seed, %d steps) | held-out perplexity | KL(teacher‖student) nats/char | top-1 agreement | time (s) |" % args.student_steps)
+    print(f"| student (same seed, {args.student_steps} steps) | held-out perplexity | KL(teacher‖student) nats/char | top-1 agreement | time (s) |")
     print("|---|---:|---:|---:|---:|")
     for i, (label, options) in enumerate(rows):
         config = distill.DistillConfig(**common, **options)

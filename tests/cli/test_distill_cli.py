@@ -11,7 +11,6 @@ torch = pytest.importorskip("torch")
 
 from kldiv.apps import charlm, runs  # noqa: E402
 from kldiv.apps import distill as distill_app  # noqa: E402
-from kldiv.cli import main  # noqa: E402
 
 from .test_train_cli import rows, run, without_time  # noqa: E402
 

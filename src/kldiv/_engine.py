@@ -126,6 +126,11 @@ def canonical(xp: Any, x: Any, from_logits: bool, check: bool, row0: int, loc: _
     return Canon(x, xp.log(x))
 
 
+def _as_dtype(xp: Any, x: Any, dtype: Any) -> Any:
+    """``x`` in ``dtype``, without a copy when it already is."""
+    return x if x.dtype == dtype else xp.astype(x, dtype)
+
+
 def log_softmax_vjp(xp: Any, g: Any, c: Canon) -> Any:
     """Backward of log-softmax: g - softmax * sum(g)."""
     return g - c.p * xp.sum(g, axis=-1, keepdims=True)
@@ -173,7 +178,7 @@ def run(
 
     def chunk(lo: int, hi: int) -> tuple[Any, list[Any] | None]:
         cs = [
-            canonical(xp, xp.astype(r[lo:hi], work_dtype), from_logits, check, lo, loc, e)
+            canonical(xp, _as_dtype(xp, r[lo:hi], work_dtype), from_logits, check, lo, loc, e)
             for r, loc, e in zip(layout.rows, locators, eps, strict=True)
         ]
         value = measure.value(xp, *cs, **params)

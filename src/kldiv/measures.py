@@ -24,6 +24,11 @@ INF = math.inf
 
 def _plogr(xp: Any, p: Any, r: Any) -> Any:
     """``p * r`` with the convention ``0 * r = 0`` (``r`` may be ``±inf`` where ``p = 0``)."""
+    if xp is np:
+        support = p > 0
+        if support.all():  # the common case skips the select, a third of the cost of a KL chunk
+            return p * r
+        return np.where(support, p * r, 0.0)
     return xp.where(p > 0, p * r, 0.0)
 
 

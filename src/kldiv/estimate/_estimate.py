@@ -35,6 +35,24 @@ class Estimate:
         return f"{text} (n={self.n})"
 
 
+def as_float64(x: Any, name: str, what: str) -> Any:
+    """A float64 NumPy copy of ``x`` (torch tensors are detached first); ``what`` says what ``x`` should hold,
+    for the ``TypeError`` on input that is not real numbers."""
+    import numpy as np
+
+    if hasattr(x, "detach"):  # torch: the estimators work on a NumPy copy
+        x = x.detach().cpu()
+        x = x.double() if x.is_floating_point() else x
+        x = x.numpy()
+    try:
+        array = np.asarray(x)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} could not be read as an array of numbers ({error}); pass {what}") from None
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name} has dtype {array.dtype}; pass {what}")
+    return array.astype(np.float64)
+
+
 def as_float(value: Any) -> float:
     """A Python float of a number or a 0-d array or tensor (detached from any autograd graph)."""
     return float(value.detach()) if hasattr(value, "detach") else float(value)

@@ -8,20 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from ._estimate import Estimate, check_base, check_level
+from ._estimate import Estimate, as_float64, check_base, check_level
 
 
 def as_points(x: Any, name: str) -> np.ndarray:
     """Samples as a float64 array of shape ``(n, d)``; a 1-D array is n points in one dimension."""
-    if hasattr(x, "detach"):  # torch: the estimator is not differentiable, work on a NumPy copy
-        x = x.detach().cpu().double().numpy()
-    try:
-        array = np.asarray(x)
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"{name} could not be read as an array of points ({error}); pass an (n, d) array") from None
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"{name} has dtype {array.dtype}; pass numbers, one row per sample")
-    array = array.astype(np.float64)
+    array = as_float64(x, name, "numbers, one row per sample: an (n, d) array")
     if array.ndim == 1:
         array = array[:, None]
     if array.ndim != 2:

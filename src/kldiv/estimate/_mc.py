@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ._estimate import Estimate, check_base, check_level, normal_interval
+from ._estimate import Estimate, as_float64, check_base, check_level, normal_interval
 
 _ESTIMATORS = ("k1", "k2", "k3")
 
@@ -27,13 +27,7 @@ def _as_samples(x: Any, name: str) -> Any:
         if x.is_complex() or not (x.is_floating_point() or x.dtype in _torch_int_dtypes()):
             raise TypeError(f"{name} has dtype {x.dtype}; pass real log-densities")
         return x if x.is_floating_point() else x.double()
-    try:
-        array = np.asarray(x)
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"{name} could not be read as an array of numbers ({error})") from None
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"{name} has dtype {array.dtype}; pass real log-densities (numbers)")
-    return array.astype(np.float64)
+    return as_float64(x, name, "real log-densities (numbers)")
 
 
 def _torch_int_dtypes() -> tuple[Any, ...]:

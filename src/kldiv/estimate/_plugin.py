@@ -7,19 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from ._estimate import Estimate, check_base, check_level, normal_interval
+from ._estimate import Estimate, as_float64, check_base, check_level, normal_interval
 
 
 def _counts(x: Any, name: str) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    try:
-        array = np.asarray(x)
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"{name} could not be read as an array of counts ({error})") from None
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"{name} has dtype {array.dtype}; pass counts (non-negative numbers), one per category")
-    array = array.astype(np.float64)
+    array = as_float64(x, name, "counts (non-negative numbers), one per category")
     if array.ndim != 1:
         raise ValueError(f"{name} must be 1-D (one count per category), got shape {array.shape}")
     if array.size == 0:

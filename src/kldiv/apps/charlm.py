@@ -169,10 +169,14 @@ def heldout_windows(ids: torch.Tensor, seq_len: int, max_chars: int) -> tuple[to
 
 @torch.no_grad()
 def logits_in_chunks(model: nn.Module, inputs: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """The model's logits in eval mode; the model's previous mode (train or eval) is restored afterwards,
+    so a frozen teacher stays in eval mode."""
+    was_training = model.training
     model.eval()
-    out = torch.cat([model(inputs[i : i + chunk])[0] for i in range(0, len(inputs), chunk)])
-    model.train()
-    return out
+    try:
+        return torch.cat([model(inputs[i : i + chunk])[0] for i in range(0, len(inputs), chunk)])
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -184,6 +188,7 @@ def perplexity(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) ->
 @torch.no_grad()
 def generate(model: CharGRU, vocab: Vocabulary, prompt: str, length: int, *, temperature: float = 0.8, seed: int = 0) -> str:
     """Sample ``length`` characters after ``prompt`` (unknown symbols are never sampled)."""
+    was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     ids = vocab.encode(prompt)[None, :]
@@ -195,7 +200,7 @@ def generate(model: CharGRU, vocab: Vocabulary, prompt: str, length: int, *, tem
         next_id = torch.multinomial(torch.softmax(step_logits, dim=-1), 1, generator=generator)
         out.append(int(next_id))
         logits, state = model(next_id[None, :], state)
-    model.train()
+    model.train(was_training)
     return prompt + vocab.decode(out)
 
 

@@ -96,11 +96,47 @@ def heldout_report(student: torch.nn.Module, teacher_logits: torch.Tensor, input
     return {"heldout_perplexity": math.exp(cross_entropy), "kl_to_teacher": kl, "agreement": agreement}
 
 
+def step_loss(
+    student: torch.nn.Module,
+    teacher: torch.nn.Module,
+    loss_module: torch.nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    hard_label_weight: float,
+    top_k: int | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """One training loss: ``(1 − w) · D(teacher ‖ student) + w · CE(targets, student)``.
+
+    Teacher and student read the same ``inputs`` window, so position n of both predicts ``targets[:, n]`` (the
+    character after ``inputs[:, n]``); no shift is applied to either. The teacher runs without gradient, in eval mode.
+    """
+    from ..nn import TopK
+
+    logits, _ = student(inputs)
+    flat = logits.reshape(-1, logits.shape[-1])
+    hard = F.cross_entropy(flat, targets.reshape(-1))
+    w = hard_label_weight
+    if w == 1.0:
+        return hard, {"hard_loss": hard.item()}
+    with torch.no_grad():
+        if teacher.training:
+            teacher.eval()
+        teacher_logits = teacher(inputs)[0].reshape(-1, logits.shape[-1])
+        # k = V keeps the whole distribution: use it dense (kldiv.nn's bucket tail gives inf at k = V, where the
+        # empty tail's rounding leftover meets a zero student tail)
+        if top_k is not None and top_k < teacher_logits.shape[-1]:
+            logprobs, indices = torch.log_softmax(teacher_logits, dim=-1).topk(top_k, dim=-1)
+            teacher_logits = TopK(indices, logprobs, tail="bucket")
+    soft = loss_module(flat, teacher_logits)
+    return (1 - w) * soft + w * hard, {"distill_loss": soft.item(), "hard_loss": hard.item()}
+
+
 def distill(
     config: DistillConfig, folder: Path, *, resume: bool = False, progress: bool = True, on_step: Callable[[int], None] | None = None
 ) -> dict[str, Any]:
     """Train the student; write the run folder (a loadable ``train lm`` folder itself); return the report."""
-    from ..nn import DistillationLoss, TopK
+    from ..nn import DistillationLoss
 
     folder = Path(folder)
     config.validate()
@@ -129,18 +165,7 @@ def distill(
     bytes_topk = config.batch_size * config.seq_len * (config.top_k or 0) * (4 + 8)
 
     def loss_fn(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        logits, _ = student(inputs)
-        flat = logits.reshape(-1, logits.shape[-1])
-        hard = F.cross_entropy(flat, targets.reshape(-1))
-        if w == 1.0:
-            return hard, {"hard_loss": hard.item()}
-        with torch.no_grad():
-            teacher_logits = teacher(inputs)[0].reshape(-1, logits.shape[-1])
-            if config.top_k is not None:
-                logprobs, indices = torch.log_softmax(teacher_logits, dim=-1).topk(config.top_k, dim=-1)
-                teacher_logits = TopK(indices, logprobs, tail="bucket")
-        soft = loss_module(flat, teacher_logits)
-        return (1 - w) * soft + w * hard, {"distill_loss": soft.item(), "hard_loss": hard.item()}
+        return step_loss(student, teacher, loss_module, inputs, targets, hard_label_weight=w, top_k=config.top_k)
 
     started = time.perf_counter()
     history = charlm.run_steps(

@@ -152,7 +152,7 @@ def bf16_error(n, v, rows_out):
         print(rows_out[-1], flush=True)
 
 
-def fused(n, h, v, repeats, rows_out, bandwidth):
+def fused(n, h, v, repeats, rows_out):
     g = torch.Generator().manual_seed(2)
     hidden = (torch.randn(n, h, generator=g) / math.sqrt(h)).requires_grad_(True)
     weight = (torch.randn(v, h, generator=g)).requires_grad_(True)
@@ -194,6 +194,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes (smoke test)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--parts", default="logits,fused,bf16", help="comma-separated subset of logits,fused,bf16")
     args = parser.parse_args()
     _compile.set_compile("auto")
     n, v, h = (512, 8000, 256) if args.quick else (4096, 32000, 1024)
@@ -202,9 +203,13 @@ def main() -> None:
     rows: list[str] = []
     print("| case | naive | kldiv | speed-up | physical floor | naive peak / grad | kldiv peak / grad | note |")
     print("|---|---|---|---|---|---|---|---|")
-    bandwidth, _ = logits_level(n, v, args.repeats, rows)
-    fused(n, h, v, 1, rows, bandwidth)
-    bf16_error(min(n, 512), v, rows)
+    parts = args.parts.split(",")
+    if "logits" in parts:
+        logits_level(n, v, args.repeats, rows)
+    if "fused" in parts:
+        fused(n, h, v, 1, rows)
+    if "bf16" in parts:
+        bf16_error(min(n, 512), v, rows)
 
 
 if __name__ == "__main__":

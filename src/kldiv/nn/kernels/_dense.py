@@ -1,11 +1,16 @@
 """Dense teacher: a divergence between two (rows, V) logit sets, value and student gradient per chunk of rows.
 
-``dense_rows`` is the reference: the measure's own ``value`` and ``vjp`` on ``_engine.canonical`` log-softmaxes,
-followed by ``_engine.log_softmax_vjp``. The compiled kernel is ``torch.compile`` of that same function.
+``dense_rows`` is the reference (and the eager kernel): the measure's own ``value`` and ``vjp`` on
+``_engine.canonical`` log-softmaxes, followed by ``_engine.log_softmax_vjp``. The compiled kernel is
+``torch.compile`` of ``fast_rows``, the same formulas arranged so that Inductor needs few passes per row:
+each exponential is taken once (Inductor keeps ``exp(x - max)`` for all its consumers), NaN/inf rows are
+found from the row maxima instead of an extra pass, and KL (either order) uses its closed form over the
+logits. Tests hold ``fast_rows`` to ``dense_rows``'s numbers.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,12 +19,15 @@ import torch
 
 from ... import _engine
 from ..._engine import Canon, Measure
+from ...measures import KL
 from . import _compile
 
-# Elements per chunk. Eager: 2**18 float32 (1 MiB) per temporary stays in L2 between the ~20 ops of a chunk;
-# compiled: Inductor fuses a row's passes, so larger chunks only amortise the call overhead.
+# Elements per chunk. Eager: 2**18 float32 (1 MiB) per temporary stays in L2 between the ~20 ops of a chunk.
+# Compiled: Inductor runs each of a chunk's 3-4 passes over all its rows before the next, so the chunk (both
+# inputs and the kept exponentials, 4 x 1 MiB at 2**18) must stay in the two cores' L2; measured on the 2-core
+# machine at (4096, 32000): 2**18 best, 2**20 ~10 % slower, 2**22 ~20-50 % slower (see benchmarks/RESULTS.md).
 EAGER_CHUNK = 1 << 18
-COMPILED_CHUNK = 1 << 22
+COMPILED_CHUNK = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -71,9 +79,62 @@ def dense_rows(
     return value, g.to(student.dtype)
 
 
-def _kernel(div: Divergence, need_grad: bool):
+def _logits_with_max(x: Any) -> tuple[Canon, Any]:
+    """``_engine.canonical``'s stable log-softmax of logits ``x``, with the row constant m + log sum exp(x - m)
+    (rows, 1) that it subtracts and the row max m (rows, 1)."""
+    row_max = xp.max(x, axis=-1, keepdims=True)
+    shifted = x - row_max
+    e = xp.exp(shifted)
+    total = xp.sum(e, axis=-1, keepdims=True)
+    log_total = xp.log(total)
+    return Canon(e / total, shifted - log_total), row_max + log_total, row_max
+
+
+def fast_rows(
+    div: Divergence, student: Any, teacher: Any, inv_temperature: Any, grad_scale: Any, need_grad: bool
+) -> tuple[Any, Any]:
+    """``dense_rows``'s values and gradient with fewer passes per row (the compiled kernel's source).
+
+    A row is NaN where ``dense_rows`` poisons it: a non-finite row max (a NaN or +inf logit, or no finite one).
+    KL(P || Q) over logits a (of P) and b (of Q) with row constants c_a, c_b (log p = a - c_a):
+    value = sum_{p_i > 0} p_i (a_i - b_i) + c_b - c_a (sum p = 1). Its gradient in the student's logits is the
+    measure's vjp followed by the log-softmax backward: with the student as Q, -p + q sum(p) = q - p; with the
+    student as P, h - p sum(h) where h = p (log p - log q) and sum(h) = value, i.e. p (a - b + c_b - c_a - value).
+    Every other measure: its own ``value``/``vjp`` on the same canonical form.
+    """
+    dtype = inv_temperature.dtype
+    a_s = student.to(dtype) * inv_temperature
+    a_t = teacher.to(dtype) * inv_temperature
+    (s, c_s, m_s), (t, c_t, m_t) = _logits_with_max(a_s), _logits_with_max(a_t)
+    bad = ~(torch.isfinite(m_s[:, 0]) & torch.isfinite(m_t[:, 0]))
+    factor = inv_temperature * grad_scale
+    if div.measure is not KL:
+        value, g = div.value_and_student_grad(s, t)
+        value = xp.where(bad, math.nan, value)
+        if not need_grad:
+            return value, None
+        return value, (_engine.log_softmax_vjp(xp, g, s) * factor).to(student.dtype)
+    if div.student_first:
+        p, q, a, b, c_a, c_b = s, t, a_s, a_t, c_s, c_t
+    else:
+        p, q, a, b, c_a, c_b = t, s, a_t, a_s, c_t, c_s
+    shift = c_b - c_a
+    value = xp.sum(xp.where(p.p > 0, p.p * (a - b), 0.0), axis=-1) + shift[:, 0]
+    value = xp.where(bad, math.nan, value)
+    if not need_grad:
+        return value, None
+    if div.student_first:
+        g = xp.where(p.p > 0, p.p * ((a - b) + (shift - value[:, None])), 0.0)
+    else:
+        g = q.p - p.p
+    return value, (g * factor).to(student.dtype)
+
+
+def _kernel(div: Divergence, need_grad: bool, fast: bool = False):
+    rows = fast_rows if fast else dense_rows
+
     def kernel(student, teacher, inv_temperature, grad_scale):
-        return dense_rows(div, student, teacher, inv_temperature, grad_scale, need_grad)
+        return rows(div, student, teacher, inv_temperature, grad_scale, need_grad)
 
     return kernel
 
@@ -107,6 +168,7 @@ def run_dense(
         grad_scale=grad_scale,
         grad_out=grad_out,
         chunk_rows=chunk_rows,
+        compiled_make=lambda: _kernel(div, need_grad, fast=True),
     )
 
 
@@ -122,6 +184,7 @@ def run_chunks(
     grad_scale: float | torch.Tensor,
     grad_out: torch.Tensor | None,
     chunk_rows: int | None = None,
+    compiled_make: Any = None,
 ) -> torch.Tensor:
     """The row-chunk loop shared by every kernel: ``make()(*chunks, inv_temperature, grad_scale)`` returns
     (values, grad or None) for a chunk of rows of each input; ``inputs`` pairs each 2-D input with the value
@@ -153,7 +216,7 @@ def run_chunks(
         if compile_it:
             if hi - lo < step:  # pad to the compiled shape with finite rows whose results are dropped
                 chunks = [_pad(c, step, fill) for c, (_, fill) in zip(chunks, inputs, strict=True)]
-            value, g = _compile.call(key, make, device, *chunks, inv_t, scale)
+            value, g = _compile.call(key, compiled_make or make, device, *chunks, inv_t, scale)
             value, g = value[: hi - lo], (g[: hi - lo] if g is not None else None)
         else:
             value, g = eager(*chunks, inv_t, scale)

@@ -10,6 +10,7 @@ the straightforward script: ``F.log_softmax`` + ``F.kl_div`` per chunk, per-toke
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import time
 
@@ -41,7 +42,15 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=256)
     parser.add_argument("--method", choices=("both", "kldiv", "baseline"), default="both")
     parser.add_argument("--exact-limit", type=int, default=1 << 16)
+    parser.add_argument("--json", help="write this run's figures (tokens/s, peak RSS, percentiles) to this file")
+    parser.add_argument("--agreement", nargs=2, metavar=("KLDIV_JSON", "BASELINE_JSON"),
+                        help="only compare the percentiles of two --json files of separate runs, then exit")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for both methods (default: torch's)")
     args = parser.parse_args()
+    if args.agreement:
+        return agreement(*args.agreement)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     comparison = Comparison(exact_limit=args.exact_limit)
     baseline_values = []
     timing = {"generate": 0.0, "kldiv": 0.0, "baseline": 0.0}
@@ -52,6 +61,7 @@ def main() -> None:
         if args.method in ("both", "kldiv"):
             comparison.update(reference, other)
             timing["kldiv"] += time.perf_counter() - now
+            timing.setdefault("kldiv first chunk (compilation)", timing["kldiv"])
             now = time.perf_counter()
         if args.method in ("both", "baseline"):
             lp, lq = F.log_softmax(reference, -1), F.log_softmax(other, -1)
@@ -71,10 +81,26 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"tokens {args.tokens} vocab {args.vocab} chunk {args.chunk} threads {torch.get_num_threads()}")
     print(f"generation: {timing['generate']:.1f} s (excluded below)")
+    if "kldiv first chunk (compilation)" in timing:
+        print(f"kldiv first chunk (compilation, included below): {timing['kldiv first chunk (compilation)']:.1f} s")
     for name in ("kldiv", "baseline"):
         if timing[name]:
             print(f"{name:9s}: {timing[name]:.1f} s, {args.tokens / timing[name]:,.0f} tokens/s")
     print(f"peak RSS (whole process): {peak_mb:.0f} MB")
+    if args.json:
+        record = {"method": args.method, "tokens": args.tokens, "vocab": args.vocab, "chunk": args.chunk,
+                  "threads": torch.get_num_threads(), "peak_rss_mb": peak_mb, "generation_s": timing["generate"]}
+        for name in ("kldiv", "baseline"):
+            if timing[name]:
+                record[name] = {"seconds": timing[name], "tokens_per_s": args.tokens / timing[name]}
+        if args.method in ("both", "kldiv"):
+            record["kldiv"].update(mean=result.kld_mean, percentiles=[result.kld_percentiles[q] for q in KLD_PERCENTILES],
+                                   percentile_error=result.percentile_error,
+                                   first_chunk_s=timing["kldiv first chunk (compilation)"])
+        if args.method in ("both", "baseline"):
+            record["baseline"].update(mean=baseline_mean, percentiles=[float(v) for v in baseline_q])
+        with open(args.json, "w") as f:
+            json.dump(record, f, indent=1)
     if args.method == "both":
         print(f"mean KLD kldiv {result.kld_mean:.6g} baseline {baseline_mean:.6g}; percentile error bound "
               f"{result.percentile_error:g} (relative)")
@@ -84,6 +110,20 @@ def main() -> None:
             worst = max(worst, abs(a - b) / abs(b))
             print(f"  {q:5.1f}%  kldiv {a:.6g}  torch.quantile {b:.6g}  rel.diff {abs(a - b) / abs(b):.2e}")
         print(f"worst relative percentile difference {worst:.2e} (float32 per-token values in the baseline)")
+
+
+def agreement(kldiv_json: str, baseline_json: str) -> None:
+    with open(kldiv_json) as f:
+        ours = json.load(f)["kldiv"]
+    with open(baseline_json) as f:
+        theirs = json.load(f)["baseline"]
+    print(f"mean KLD kldiv {ours['mean']:.6g} baseline {theirs['mean']:.6g}; percentile error bound "
+          f"{ours['percentile_error']:g} (relative)")
+    worst = 0.0
+    for q, a, b in zip(KLD_PERCENTILES, ours["percentiles"], theirs["percentiles"], strict=True):
+        worst = max(worst, abs(a - b) / abs(b))
+        print(f"  {q:5.1f}%  kldiv {a:.6g}  torch.quantile {b:.6g}  rel.diff {abs(a - b) / abs(b):.2e}")
+    print(f"worst relative percentile difference {worst:.2e}")
 
 
 if __name__ == "__main__":

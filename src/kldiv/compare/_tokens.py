@@ -100,6 +100,13 @@ def token_values(
     ``labels`` (n,) holds in-range integer labels (rows without one hold any valid index; the caller
     drops them). ``row0`` and ``locators`` only make error messages point at the user's array.
     """
+    if _backend.is_torch(reference):
+        from . import _fused  # torch is imported already: reference is a tensor
+
+        if _fused.wanted(reference):
+            k_max = min(max(top_k), reference.shape[-1])
+            rows = _fused.token_rows(reference, other, labels, reverse=reverse, k=k_max, locators=locators, row0=row0)
+            return _gathered(_backend.namespace(reference), rows, labels is not None, top_k, rows["kld"].dtype)
     reference, other = _as_numpy_if_cpu(reference), _as_numpy_if_cpu(other)
     if labels is not None and not isinstance(reference, np.ndarray):
         import torch  # reference is a device tensor
@@ -129,18 +136,25 @@ def token_values(
         blocks = [run(lo, hi) for lo, hi in spans]
     cat = (lambda key: np.concatenate([blk[key] for blk in blocks])) if xp is np else (
         lambda key: xp.concat([blk[key] for blk in blocks]))
-    top_a, top_b = cat("ref_top"), cat("other_top")
+    keys = ("kld", "js", "tvd", "ref_top", "other_top") + (("lr", "lo") if labels is not None else ())
+    return _gathered(xp, {key: cat(key) for key in keys}, labels is not None, top_k, work)
+
+
+def _gathered(xp: Any, rows: dict, has_labels: bool, top_k: tuple[int, ...], work: Any) -> TokenValues:
+    """TokenValues from per-row arrays: the divergences, both top-k index lists and the label log-probs."""
+    top_a, top_b = rows["ref_top"], rows["other_top"]
+    v_max = top_a.shape[-1]
     overlap = {}
     for k in top_k:
-        kk = min(k, v)
+        kk = min(k, v_max)  # = min(k, V): v_max is min(max(top_k), V)
         hits = xp.sum(xp.astype(top_a[:, :kk, None] == top_b[:, None, :kk], work), axis=(1, 2))
         overlap[k] = _host(hits) / kk
     return TokenValues(
-        kld=_host(cat("kld")),
-        js=_host(cat("js")),
-        tvd=_host(cat("tvd")),
+        kld=_host(rows["kld"]),
+        js=_host(rows["js"]),
+        tvd=_host(rows["tvd"]),
         same_top=_host(xp.astype(top_a[:, 0] == top_b[:, 0], work)),
         overlap=overlap,
-        log_p_reference=_host(cat("lr")) if labels is not None else None,
-        log_p_other=_host(cat("lo")) if labels is not None else None,
+        log_p_reference=_host(rows["lr"]) if has_labels else None,
+        log_p_other=_host(rows["lo"]) if has_labels else None,
     )

@@ -1,0 +1,99 @@
+"""The compiled per-token kernel (large torch chunks) against the eager path and exact NumPy values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from scipy.special import log_softmax  # noqa: E402
+
+from kldiv.compare import Comparison, _fused  # noqa: E402
+from kldiv.nn.kernels import _compile  # noqa: E402
+
+
+def oracle(a: np.ndarray, b: np.ndarray, labels: np.ndarray) -> dict:
+    """Per-token values computed directly in float64 NumPy (as in test_comparison.py)."""
+    lp, lq = log_softmax(a.astype(np.float64), -1), log_softmax(b.astype(np.float64), -1)
+    p, q = np.exp(lp), np.exp(lq)
+    m = (p + q) / 2
+    out = {
+        "kld": (p * (lp - lq)).sum(-1),
+        "kld_reverse": (q * (lq - lp)).sum(-1),
+        "js": 0.5 * (p * (lp - np.log(m))).sum(-1) + 0.5 * (q * (lq - np.log(m))).sum(-1),
+        "tvd": 0.5 * np.abs(p - q).sum(-1),
+        "same": (a.argmax(-1) == b.argmax(-1)).astype(float),
+    }
+    for k in (5, 10):
+        ta, tb = np.argsort(-a, -1)[:, :k], np.argsort(-b, -1)[:, :k]
+        out[f"overlap{k}"] = np.array([len(set(x) & set(y)) / k for x, y in zip(ta, tb, strict=True)])
+    i = np.arange(len(labels))
+    out["nll_r"], out["nll_o"] = -lp[i, labels], -lq[i, labels]
+    out["dp"] = q[i, labels] - p[i, labels]
+    return out
+
+
+def random_logits(n: int, v: int, noise: float, seed: int):
+    rng = np.random.default_rng(seed)
+    a = 2 * rng.normal(size=(n, v))
+    return a, a + noise * rng.normal(size=(n, v)), rng.integers(0, v, n)
+
+
+def se(x: np.ndarray) -> float:
+    return x.std(ddof=1) / np.sqrt(len(x))
+
+
+@pytest.fixture
+def always_compile():
+    previous = _compile.set_compile("always")
+    yield
+    _compile.set_compile(previous)
+
+
+@pytest.mark.parametrize("v", [256, 250, 37])
+def test_two_level_top_k_selects_the_exact_top_k_in_order(v):
+    x = torch.randn(50, v, generator=torch.Generator().manual_seed(v))
+    group = _fused.group_size(v, 10)
+    index, row_max = _fused.top_indices(x, 10, group)
+    expected = np.argsort(-x.numpy(), axis=-1)[:, :10]
+    np.testing.assert_array_equal(index.numpy(), expected)
+    np.testing.assert_array_equal(row_max.numpy(), x.numpy().max(-1))
+
+
+def test_group_size_leaves_at_least_k_groups_or_falls_back_to_plain_top_k():
+    assert _fused.group_size(32000, 10) == 128
+    assert _fused.group_size(256, 10) == 16
+    assert _fused.group_size(37, 10) == 1 and _fused.group_size(64, 10) == 1
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_compiled_statistics_match_numpy_and_the_eager_path(always_compile, reverse):
+    a, b, y = random_logits(n=100, v=256, noise=0.5, seed=3)  # 100 rows: the last 16-row block is padded
+    results = {}
+    for mode in ("always", "never"):
+        _compile.set_compile(mode)
+        c = Comparison(reverse=reverse)
+        for lo in range(0, 100, 50):
+            c.update(torch.tensor(a[lo:lo + 50], dtype=torch.float32), torch.tensor(b[lo:lo + 50], dtype=torch.float32),
+                     torch.tensor(y[lo:lo + 50]))
+        results[mode] = c.result()
+    compiled, eager = results["always"], results["never"]
+    o = oracle(a.astype(np.float32), b.astype(np.float32), y)
+    kld = o["kld_reverse" if reverse else "kld"]
+    np.testing.assert_allclose([compiled.kld_mean, compiled.kld_se], [kld.mean(), se(kld)], rtol=1e-4)
+    np.testing.assert_allclose([compiled.js_mean, compiled.tvd_mean], [o["js"].mean(), o["tvd"].mean()], rtol=1e-4)
+    assert compiled.same_top_p == pytest.approx(o["same"].mean()) == eager.same_top_p
+    assert compiled.top_k_overlap[5] == pytest.approx(o["overlap5"].mean())
+    assert compiled.top_k_overlap[10] == pytest.approx(o["overlap10"].mean())
+    np.testing.assert_allclose(compiled.delta_p_mean, o["dp"].mean(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(compiled.ppl_ratio, np.exp((o["nll_o"] - o["nll_r"]).mean()), rtol=1e-5)
+    for q, value in compiled.kld_percentiles.items():
+        assert value == pytest.approx(eager.kld_percentiles[q], rel=1e-4)
+
+
+def test_compiled_path_names_a_nan_logit_like_the_eager_path(always_compile):
+    a = torch.randn(20, 256)
+    a[17, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"reference_logits\[17, 3\] is NaN"):
+        Comparison().update(a, torch.randn(20, 256))

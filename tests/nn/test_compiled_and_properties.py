@@ -83,3 +83,28 @@ def test_identical_distributions_give_zero_loss_and_zero_gradient_whatever_the_l
     v, g = _value_and_grad(lambda x: distillation_loss(x, s + shift, divergence=divergence), s)
     assert abs(float(v)) < 1e-12
     assert g.abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("student_first", [False, True])
+def test_fast_kl_rows_give_the_measures_numbers_including_inf_and_nan_rows(student_first):
+    import math
+
+    from kldiv.measures import KL
+    from kldiv.nn.kernels import _dense
+
+    g = torch.Generator().manual_seed(3)
+    s = 3 * torch.randn(7, 50, generator=g, dtype=torch.float64)
+    t = 3 * torch.randn(7, 50, generator=g, dtype=torch.float64)
+    s[0, :5] = -math.inf  # impossible tokens
+    t[1, :7] = -math.inf  # KL may be +inf
+    t[2, 3] = math.nan
+    s[3] = -math.inf  # no finite logit
+    t[4, 2] = math.inf
+    s[5, 1:] = -math.inf  # one-hot student
+    div = _dense.Divergence(KL, student_first)
+    inv_t, scale = torch.tensor(0.5, dtype=torch.float64), torch.tensor(0.3, dtype=torch.float64)
+    want_v, want_g = _dense.dense_rows(div, s, t, inv_t, scale, True)
+    got_v, got_g = _dense.fast_rows(div, s, t, inv_t, scale, True)
+    torch.testing.assert_close(got_v, want_v, rtol=1e-12, atol=1e-14, equal_nan=True)
+    finite = torch.isfinite(want_v)
+    torch.testing.assert_close(got_g[finite], want_g[finite], rtol=1e-10, atol=1e-15)

@@ -43,7 +43,11 @@ def topk_rows(
         s_tail = torch.sum(full.p * outside, dim=-1, keepdim=True)
         t_lse = torch.clamp(torch.logsumexp(lt, dim=-1, keepdim=True), max=0.0)
         s_logits = torch.cat([torch.gather(full.lp, 1, indices), torch.log(s_tail)], dim=-1)
-        t_logits = torch.cat([lt, torch.log(-torch.expm1(t_lse))], dim=-1)
+        # when the k indices cover the whole vocabulary the bucket holds no outcome: the teacher's leftover is
+        # rounding, not mass, and both sides give the bucket probability 0 (not 1e-16 against an exact 0 = inf)
+        empty = torch.sum(outside, dim=-1, keepdim=True) == 0
+        t_tail = torch.where(empty, -math.inf, torch.log(-torch.expm1(t_lse)))
+        t_logits = torch.cat([lt, t_tail], dim=-1)
     else:
         s_logits, t_logits = torch.gather(x, 1, indices), lt
     s = canonical_logits(s_logits * inv_temperature)

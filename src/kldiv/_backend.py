@@ -10,9 +10,8 @@ import sys
 from numbers import Number
 from typing import Any
 
-import numpy as np
-
 import array_api_compat
+import numpy as np
 
 
 def is_numpy_namespace(xp: Any) -> bool:

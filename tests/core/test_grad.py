@@ -180,7 +180,7 @@ def test_torch_autograd_through_kldiv_matches_naive_and_gradcheck():
     y = torch.randn(6, dtype=T, requires_grad=True)
     for name, params in CASES:
         f = getattr(kldiv, name)
-        assert torch.autograd.gradcheck(lambda a, b: f(a, b, from_logits=True, **params), (x, y)), name
+        assert torch.autograd.gradcheck(lambda a, b, f=f, params=params: f(a, b, from_logits=True, **params), (x, y)), name
     p = torch.rand(2, 4, dtype=T) + 0.1
     q = torch.rand(2, 4, dtype=T) + 0.1
     for name, params in CASES:
@@ -188,4 +188,4 @@ def test_torch_autograd_through_kldiv_matches_naive_and_gradcheck():
             continue
         f = getattr(kldiv, name)
         args = (p.clone().requires_grad_(), q.clone().requires_grad_())
-        assert torch.autograd.gradcheck(lambda a, b: f(a, b, validate=False, **params), args), name
+        assert torch.autograd.gradcheck(lambda a, b, f=f, params=params: f(a, b, validate=False, **params), args), name

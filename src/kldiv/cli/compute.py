@@ -39,7 +39,7 @@ def explain_infinities(p: np.ndarray, q: np.ndarray, *, from_logits: bool, axis:
     zero_p = np.isneginf(p) if from_logits else p == 0
     zero_q = np.isneginf(q) if from_logits else q == 0
     shown = {}
-    for (a, b, za, zb, na, nb) in ((p, q, zero_p, zero_q, "P", "Q"), (q, p, zero_q, zero_p, "Q", "P")):
+    for a, za, zb, na, nb in ((p, zero_p, zero_q, "P", "Q"), (q, zero_q, zero_p, "Q", "P")):
         missing = ~za & zb
         if not missing.any():
             continue

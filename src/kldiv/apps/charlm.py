@@ -241,11 +241,7 @@ def run_steps(
     history: list[dict[str, Any]] = []
     start = 0
     if resume:
-        checkpoint = runs.load_checkpoint(folder)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        generator.set_state(checkpoint["rng"]["shuffle"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
+        checkpoint = runs.restore_checkpoint(folder, model, optimizer, generator)
         history, start = checkpoint["history"], int(checkpoint["step"])
     total = config["steps"]
     runs.atomic_write_json(folder / "state.json", {"status": "running", "step": start, "steps": total})

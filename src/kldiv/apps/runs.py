@@ -137,6 +137,19 @@ def prepare_folder(folder: Path, *, resume: bool, force: bool) -> dict[str, Any]
     return None
 
 
+def restore_checkpoint(folder: Path, model: Any, optimizer: Any, generator: Any) -> dict[str, Any]:
+    """Load the run's last checkpoint into the model, the optimiser and both random streams (torch's global
+    one and the data-shuffling ``generator``); return it, for the history and the position to resume from."""
+    import torch
+
+    checkpoint = load_checkpoint(folder)
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    generator.set_state(checkpoint["rng"]["shuffle"])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    return checkpoint
+
+
 def load_checkpoint(folder: Path) -> dict[str, Any]:
     import torch
 

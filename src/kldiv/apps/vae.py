@@ -269,11 +269,7 @@ def train(
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if resume:
-        checkpoint = runs.load_checkpoint(folder)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        generator.set_state(checkpoint["rng"]["shuffle"])
+        checkpoint = runs.restore_checkpoint(folder, model, optimizer, generator)
         history = checkpoint["history"]
         start_epoch = int(checkpoint["epoch"])
     runs.atomic_write_json(folder / "config.json", dataclasses.asdict(config))

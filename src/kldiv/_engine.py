@@ -206,14 +206,15 @@ def _chunked(xp: Any, layout: Layout, chunk: Callable, grad: bool, out_dtype: An
     is_numpy = xp is np
     step = max(1, (NUMPY_CHUNK if is_numpy else OTHER_CHUNK) // v)
     if n == 0:
-        empty = xp.zeros((0,), dtype=out_dtype) if is_numpy else xp.zeros((0,), dtype=out_dtype, device=like.device)
-        return empty, [xp.zeros((0, v), dtype=out_dtype) for _ in range(n_inputs)] if grad else None
+        kw = {} if is_numpy else {"device": like.device}
+        empty_grads = [xp.zeros((0, v), dtype=out_dtype, **kw) for _ in range(n_inputs)] if grad else None
+        return xp.zeros((0,), dtype=out_dtype, **kw), empty_grads
     if n <= step or not (is_numpy or _backend.is_torch(like)) or _backend.is_tracing(like):
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             value, grads = chunk(0, n)
         return xp.astype(value, out_dtype), [xp.astype(g, out_dtype) for g in grads] if grad else None
 
-    kw = {} if is_numpy else {"device": like.device}
+    kw = {} if is_numpy else {"device": like.device}  # only NumPy and torch reach here
     values = xp.empty((n,), dtype=out_dtype, **kw)
     grads = [xp.empty((n, v), dtype=out_dtype, **kw) for _ in range(n_inputs)] if grad else None
 

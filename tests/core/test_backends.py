@@ -124,3 +124,10 @@ def test_jax_grad_uses_the_exact_vjp_even_with_minus_inf_logits():
     ex, ey = kldiv.grad.js(x, y, from_logits=True, upstream=upstream)
     np.testing.assert_allclose(np.asarray(gx), ex, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(np.asarray(gy), ey, rtol=1e-5, atol=1e-7)
+
+
+def test_empty_torch_batch_gives_empty_tensors_for_values_and_gradients():
+    x = torch.zeros(0, 3, dtype=torch.float64)
+    assert kldiv.kl(x, x, from_logits=True).shape == (0,)
+    gx, gy = kldiv.grad.kl(x, x, from_logits=True)
+    assert isinstance(gx, torch.Tensor) and gx.shape == (0, 3) and gy.device == x.device

@@ -7,41 +7,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from scipy.special import log_softmax  # noqa: E402
+
+from compare_reference import oracle, random_logits, se  # noqa: E402,I001
 
 from kldiv.compare import Comparison, _fused  # noqa: E402
 from kldiv.nn.kernels import _compile  # noqa: E402
-
-
-def oracle(a: np.ndarray, b: np.ndarray, labels: np.ndarray) -> dict:
-    """Per-token values computed directly in float64 NumPy (as in test_comparison.py)."""
-    lp, lq = log_softmax(a.astype(np.float64), -1), log_softmax(b.astype(np.float64), -1)
-    p, q = np.exp(lp), np.exp(lq)
-    m = (p + q) / 2
-    out = {
-        "kld": (p * (lp - lq)).sum(-1),
-        "kld_reverse": (q * (lq - lp)).sum(-1),
-        "js": 0.5 * (p * (lp - np.log(m))).sum(-1) + 0.5 * (q * (lq - np.log(m))).sum(-1),
-        "tvd": 0.5 * np.abs(p - q).sum(-1),
-        "same": (a.argmax(-1) == b.argmax(-1)).astype(float),
-    }
-    for k in (5, 10):
-        ta, tb = np.argsort(-a, -1)[:, :k], np.argsort(-b, -1)[:, :k]
-        out[f"overlap{k}"] = np.array([len(set(x) & set(y)) / k for x, y in zip(ta, tb, strict=True)])
-    i = np.arange(len(labels))
-    out["nll_r"], out["nll_o"] = -lp[i, labels], -lq[i, labels]
-    out["dp"] = q[i, labels] - p[i, labels]
-    return out
-
-
-def random_logits(n: int, v: int, noise: float, seed: int):
-    rng = np.random.default_rng(seed)
-    a = 2 * rng.normal(size=(n, v))
-    return a, a + noise * rng.normal(size=(n, v)), rng.integers(0, v, n)
-
-
-def se(x: np.ndarray) -> float:
-    return x.std(ddof=1) / np.sqrt(len(x))
 
 
 @pytest.fixture

@@ -20,17 +20,26 @@ def _value_and_grad(fn, s):
     return v.detach(), x.grad
 
 
-@pytest.mark.parametrize("teacher_kind", ["dense", "topk"])
-def test_compiled_kernel_gives_the_reference_kernels_numbers(teacher_kind):
+@pytest.mark.parametrize(
+    ("teacher_kind", "divergence", "masked"),
+    [("dense", "js", True), ("topk", "skew_reverse_kl", True), ("dense", "kl", True), ("dense", "reverse_kl", False)],
+)
+def test_compiled_kernel_gives_the_reference_kernels_numbers(teacher_kind, divergence, masked, monkeypatch):
+    from kldiv.nn.kernels import _dense
+
+    # KL's one-loop kernel: chunks of 4 rows (10 rows: 4 + 4 + a padded 2, or 8 selected rows through buffers)
+    monkeypatch.setattr(_dense, "ONE_LOOP_CHUNK", 3 * 40)
     g = torch.Generator().manual_seed(0)
     s, t = 3 * torch.randn(2, 5, 40, generator=g), 3 * torch.randn(2, 5, 40, generator=g)
     labels = torch.arange(10).reshape(2, 5)
-    labels[0, 1] = labels[1, 3] = -100  # masked rows: the last chunk is padded to the compiled shape
+    if masked:
+        labels[0, 1] = labels[1, 3] = -100  # masked rows: the last chunk is padded to the compiled shape
+    kw = dict(divergence=divergence, beta=0.3, temperature=2.0)
     if teacher_kind == "dense":
-        teacher, kw = t, dict(divergence="js", beta=0.3, temperature=2.0)
+        teacher = t
     else:
         lp, idx = torch.log_softmax(t, -1).topk(6, -1)
-        teacher, kw = TopK(idx, lp), dict(divergence="skew_reverse_kl", tail="bucket")
+        teacher, kw = TopK(idx, lp), dict(kw, tail="bucket")
     eager_v, eager_g = _value_and_grad(lambda x: distillation_loss(x, teacher, labels, **kw), s)
     previous = _compile.set_compile("always")
     try:
@@ -41,7 +50,23 @@ def test_compiled_kernel_gives_the_reference_kernels_numbers(teacher_kind):
     assert not _compile._broken, "torch.compile failed and fell back to eager"
     torch.testing.assert_close(fast_v, eager_v, rtol=2e-6, atol=1e-7)
     torch.testing.assert_close(fast_g, eager_g, rtol=2e-5, atol=1e-8)
+    if masked:
+        assert fast_g[0, 1].abs().max() == 0 and fast_g[1, 3].abs().max() == 0
     assert again_v == fast_v
+
+
+def test_compiled_rows_split_n_evenly_and_allow_one_loop_fusion():
+    from kldiv.nn.kernels._dense import ONE_LOOP_CHUNK, compiled_rows
+
+    for n, v in [(4096, 32000), (4000, 32000), (1000, 256000), (300, 151936), (5, 32000)]:
+        step = compiled_rows(v, n, one_loop=True)
+        chunks = -(-n // step)
+        if n * 300 >= v:
+            assert step * 300 >= v  # Inductor fuses a row's passes into one loop only then
+            assert chunks * step - n < chunks  # even split: the padded last chunk misses fewer rows than chunks
+            assert step <= max(-(-v // 300), ONE_LOOP_CHUNK // v) * 2
+        else:
+            assert step == compiled_rows(v)
 
 
 def test_compile_policy_rejects_unknown_modes():
@@ -104,7 +129,10 @@ def test_fast_kl_rows_give_the_measures_numbers_including_inf_and_nan_rows(stude
     div = _dense.Divergence(KL, student_first)
     inv_t, scale = torch.tensor(0.5, dtype=torch.float64), torch.tensor(0.3, dtype=torch.float64)
     want_v, want_g = _dense.dense_rows(div, s, t, inv_t, scale, True)
-    got_v, got_g = _dense.fast_rows(div, s, t, inv_t, scale, True)
+    got_g = torch.empty_like(s)
+    got_v = _dense.finish_fast(div, _dense.fast_rows(div, s, t, inv_t, scale, got_g))
+    no_grad_v = _dense.finish_fast(div, _dense.fast_rows(div, s, t, inv_t, scale, None))
+    torch.testing.assert_close(no_grad_v, got_v, rtol=0, atol=0, equal_nan=True)
     torch.testing.assert_close(got_v, want_v, rtol=1e-12, atol=1e-14, equal_nan=True)
     finite = torch.isfinite(want_v)
     torch.testing.assert_close(got_g[finite], want_g[finite], rtol=1e-10, atol=1e-15)

@@ -28,7 +28,7 @@ import torch
 
 from .. import _validate
 from ..measures import JS, KL, SKEW_KL, TVD
-from . import _checks
+from . import _checks, _memory
 from ._types import TopK
 from .kernels import Divergence, run_dense, run_topk
 
@@ -113,7 +113,7 @@ class DistillationFunction(torch.autograd.Function):
         grad = None
         if need_grad:
             full = vocab_size == v_student and rows is None
-            grad = (torch.empty_like if full else torch.zeros_like)(flat, memory_format=torch.contiguous_format)
+            grad = _memory.gradient_buffer(flat, zero=not full)
         grad_view = grad[:, :vocab_size] if grad is not None else None
         common = dict(temperature=options.temperature, rows=rows, grad_scale=weight, grad_out=grad_view)
         if teacher is not None:

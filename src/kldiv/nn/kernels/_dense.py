@@ -28,6 +28,7 @@ from . import _compile
 # machine at (4096, 32000): 2**18 best, 2**20 ~10 % slower, 2**22 ~20-50 % slower (see benchmarks/RESULTS.md).
 EAGER_CHUNK = 1 << 18
 COMPILED_CHUNK = 1 << 18
+ONE_LOOP_CHUNK = 1 << 23
 
 
 @dataclass(frozen=True)
@@ -91,50 +92,92 @@ def _logits_with_max(x: Any) -> tuple[Canon, Any]:
 
 
 def fast_rows(
-    div: Divergence, student: Any, teacher: Any, inv_temperature: Any, grad_scale: Any, need_grad: bool
-) -> tuple[Any, Any]:
+    div: Divergence, student: Any, teacher: Any, inv_temperature: Any, grad_scale: Any, out: Any
+) -> tuple[Any, ...]:
     """``dense_rows``'s values and gradient with fewer passes per row (the compiled kernel's source).
 
+    Writes ``grad_scale`` times the student gradient into ``out`` (when given) and returns row results that
+    :func:`finish_fast` turns into the values. KL (either order) returns only row reductions: a pointwise step
+    on (rows,) vectors would be vectorised across rows, and Inductor then cannot run all the passes over one
+    row inside a single loop over rows (its "outer loop fusion", which also keeps the exponentials in a row-sized
+    local buffer); it also needs rows * 300 >= V (see :func:`compiled_rows`).
+
     A row is NaN where ``dense_rows`` poisons it: a non-finite row max (a NaN or +inf logit, or no finite one).
-    KL(P || Q) over logits a (of P) and b (of Q) with row constants c_a, c_b (log p = a - c_a):
-    value = sum_{p_i > 0} p_i (a_i - b_i) + c_b - c_a (sum p = 1). Its gradient in the student's logits is the
-    measure's vjp followed by the log-softmax backward: with the student as Q, -p + q sum(p) = q - p; with the
-    student as P, h - p sum(h) where h = p (log p - log q) and sum(h) = value, i.e. p (a - b + c_b - c_a - value).
+    KL(P || Q) over logits a (of P) and b (of Q) with row constants c_a, c_b (log p = a - c_a, c = max + log z):
+    value = S + c_b - c_a with S = sum_{p_i > 0} p_i (a_i - b_i) (sum p = 1). Its gradient in the student's logits
+    is the measure's vjp followed by the log-softmax backward: with the student as Q, -p + q sum(p) = q - p; with
+    the student as P, h - p sum(h) where h = p (log p - log q) and sum(h) = value, i.e. p (a - b - S).
     Every other measure: its own ``value``/``vjp`` on the same canonical form.
     """
     dtype = inv_temperature.dtype
     a_s = student.to(dtype) * inv_temperature
     a_t = teacher.to(dtype) * inv_temperature
-    (s, c_s, m_s), (t, c_t, m_t) = _logits_with_max(a_s), _logits_with_max(a_t)
-    bad = ~(torch.isfinite(m_s[:, 0]) & torch.isfinite(m_t[:, 0]))
     factor = inv_temperature * grad_scale
     if div.measure is not KL:
+        (s, _, m_s), (t, _, m_t) = _logits_with_max(a_s), _logits_with_max(a_t)
         value, g = div.value_and_student_grad(s, t)
-        value = xp.where(bad, math.nan, value)
-        if not need_grad:
-            return value, None
-        return value, (_engine.log_softmax_vjp(xp, g, s) * factor).to(student.dtype)
-    if div.student_first:
-        p, q, a, b, c_a, c_b = s, t, a_s, a_t, c_s, c_t
-    else:
-        p, q, a, b, c_a, c_b = t, s, a_t, a_s, c_t, c_s
-    shift = c_b - c_a
-    value = xp.sum(xp.where(p.p > 0, p.p * (a - b), 0.0), axis=-1) + shift[:, 0]
-    value = xp.where(bad, math.nan, value)
-    if not need_grad:
-        return value, None
-    if div.student_first:
-        g = xp.where(p.p > 0, p.p * ((a - b) + (shift - value[:, None])), 0.0)
-    else:
-        g = q.p - p.p
-    return value, (g * factor).to(student.dtype)
+        value = xp.where(torch.isfinite(m_s[:, 0]) & torch.isfinite(m_t[:, 0]), value, math.nan)
+        if out is not None:
+            out.copy_(_engine.log_softmax_vjp(xp, g, s) * factor)
+        return (value,)
+    m_s, m_t = xp.max(a_s, axis=-1, keepdims=True), xp.max(a_t, axis=-1, keepdims=True)
+    e_s, e_t = xp.exp(a_s - m_s), xp.exp(a_t - m_t)
+    z_s, z_t = xp.sum(e_s, axis=-1, keepdims=True), xp.sum(e_t, axis=-1, keepdims=True)
+    p_s, p_t = e_s * (1.0 / z_s), e_t * (1.0 / z_t)  # one division per row, not per logit
+    p, q, a, b = (p_s, p_t, a_s, a_t) if div.student_first else (p_t, p_s, a_t, a_s)
+    total = xp.sum(xp.where(p > 0, p * (a - b), 0.0), axis=-1, keepdims=True)
+    if out is not None:
+        g = xp.where(p > 0, p * ((a - b) - total), 0.0) if div.student_first else q - p
+        out.copy_(g * factor)
+    return total, m_s, z_s, m_t, z_t
+
+
+def finish_fast(div: Divergence, pieces: tuple[Any, ...]) -> Any:
+    """The values (rows,) from :func:`fast_rows`'s row results (eager: a few operations on short vectors)."""
+    if len(pieces) == 1:
+        return pieces[0]
+    total, m_s, z_s, m_t, z_t = (x[:, 0] for x in pieces)
+    c_s, c_t = m_s + xp.log(z_s), m_t + xp.log(z_t)
+    value = total + ((c_t - c_s) if div.student_first else (c_s - c_t))
+    return xp.where(torch.isfinite(m_s) & torch.isfinite(m_t), value, math.nan)
+
+
+def compiled_rows(width: int, n: int | None = None, one_loop: bool = False) -> int:
+    """Rows per compiled chunk for N = ``n`` rows of ``width`` columns (None: any N, the chunk a caller that
+    splits rows itself should use).
+
+    A kernel that runs every pass over a row inside one loop over rows (``one_loop``: KL's dense kernel) needs
+    rows * 300 >= V, below which Inductor parallelises each pass on its own instead. Its chunks hold about
+    ONE_LOOP_CHUNK elements, split evenly (the last chunk, which overlaps the one before, recomputes fewer rows
+    than there are chunks); fewer, larger calls measured
+    faster (at (4096, 32000): 107 rows per call 0.23 s, 256 rows 0.20 s, 512 rows 0.19 s). The other kernels
+    run each pass over the whole chunk before the next, so their chunk (inputs and kept exponentials) must stay
+    in L2: COMPILED_CHUNK elements.
+    """
+    small = max(1, COMPILED_CHUNK // width)
+    least = -(-width // 300)
+    if not one_loop or (n is not None and n < least):
+        return small
+    target = max(least, ONE_LOOP_CHUNK // width)
+    if n is None:
+        return target
+    pieces = max(1, n // target)
+    return -(-n // pieces)
 
 
 def _kernel(div: Divergence, need_grad: bool, fast: bool = False):
-    rows = fast_rows if fast else dense_rows
+    if fast:
 
-    def kernel(student, teacher, inv_temperature, grad_scale):
-        return rows(div, student, teacher, inv_temperature, grad_scale, need_grad)
+        def kernel(student, teacher, inv_temperature, grad_scale, out):
+            return fast_rows(div, student, teacher, inv_temperature, grad_scale, out)
+
+        return kernel
+
+    def kernel(student, teacher, inv_temperature, grad_scale, out):
+        value, g = dense_rows(div, student, teacher, inv_temperature, grad_scale, need_grad)
+        if out is not None:
+            out.copy_(g)
+        return (value,)
 
     return kernel
 
@@ -168,7 +211,11 @@ def run_dense(
         grad_scale=grad_scale,
         grad_out=grad_out,
         chunk_rows=chunk_rows,
-        compiled_make=lambda: _kernel(div, need_grad, fast=True),
+        compiled=(
+            lambda: _kernel(div, need_grad, fast=True),
+            lambda pieces: finish_fast(div, pieces),
+            compiled_rows(student.shape[1], student.shape[0], div.measure is KL),
+        ),
     )
 
 
@@ -184,13 +231,22 @@ def run_chunks(
     grad_scale: float | torch.Tensor,
     grad_out: torch.Tensor | None,
     chunk_rows: int | None = None,
-    compiled_make: Any = None,
+    compiled: tuple[Any, Any, int] | None = None,
 ) -> torch.Tensor:
-    """The row-chunk loop shared by every kernel: ``make()(*chunks, inv_temperature, grad_scale)`` returns
-    (values, grad or None) for a chunk of rows of each input; ``inputs`` pairs each 2-D input with the value
-    that pads it up to the compiled chunk shape. ``width`` is the number of columns the kernel reads per row;
-    ``chunk_rows`` fixes the compiled chunk shape (callers that split rows themselves pass one value for all
-    their calls), otherwise it follows from ``width`` and the number of rows."""
+    """The row-chunk loop shared by every kernel.
+
+    ``make()(*chunks, inv_temperature, grad_scale, out)`` writes the chunk's gradient into ``out`` (None: no
+    gradient) and returns a tuple whose first element is the chunk's values; ``compiled`` optionally gives the
+    compiled kernel's own ``make``, the function that turns its returned tuple into the values, and its rows per
+    chunk. ``inputs`` pairs each 2-D input with the value that pads it up to the compiled chunk shape. ``width``
+    is the number of columns the kernel reads per row; ``chunk_rows`` fixes the compiled chunk shape (callers
+    that split rows themselves pass one value for all their calls), otherwise it is the kernel's rows per chunk
+    (at most N).
+    The last compiled chunk ends at the last row and overlaps the one before (rows are independent, and
+    recomputing a row gives the same numbers), so only fewer rows than one chunk need padding. The gradient is
+    written straight into ``grad_out`` for consecutive rows, and through one chunk-sized buffer for selected rows
+    (gathered; their values and gradients are scattered back) or a padded chunk.
+    """
     first = inputs[0][0]
     n, device = first.shape[0], first.device
     values = torch.zeros(n, dtype=dtype, device=device)
@@ -200,38 +256,46 @@ def run_chunks(
     inv_t = torch.tensor(1.0 / temperature, dtype=dtype, device=device)
     scale = torch.as_tensor(grad_scale, dtype=dtype, device=device)
     compile_it = _compile.wanted(n_sel * width, device)
-    step = max(1, (COMPILED_CHUNK if compile_it else EAGER_CHUNK) // width)
-    step = min(step, n)  # the compiled shape depends only on (N, V), never on how many rows are masked
-    if compile_it and chunk_rows is not None:
-        step = chunk_rows
+    make_compiled, finish, preferred = compiled or (make, lambda pieces: pieces[0], compiled_rows(width))
+    if compile_it:  # the compiled shape depends only on (N, V), never on how many rows are masked
+        step = chunk_rows or min(preferred, n)
+    else:
+        step = min(max(1, EAGER_CHUNK // width), n)
     key = (*key, *(x.dtype for x, _ in inputs), *(x.shape[1] for x, _ in inputs), dtype, step, device.type)
     eager = make()
+    buffers = None  # chunk-sized copies of the inputs and the gradient for selected rows or a padded chunk
     for lo in range(0, n_sel, step):
         hi = min(lo + step, n_sel)
-        if rows is None:
-            index, chunks = None, [x[lo:hi] for x, _ in inputs]
+        if compile_it and hi - lo < step <= n_sel:
+            lo = hi - step  # the last compiled chunk overlaps the one before: its rows are recomputed, not padded
+        size = hi - lo
+        padded = compile_it and size < step
+        if rows is None and not padded:
+            chunks = [x[lo:hi] for x, _ in inputs]
+            out = grad_out[lo:hi] if grad_out is not None else None
         else:
-            index = rows[lo:hi]
-            chunks = [x.index_select(0, index) for x, _ in inputs]
+            if buffers is None:  # made once: step rows (compiled: padded with rows whose results are dropped)
+                length = step if compile_it else min(step, n_sel)
+                buffers = [x.new_full((length, x.shape[1]), fill) for x, fill in inputs]
+                if grad_out is not None:
+                    buffers.append(grad_out.new_empty((length, grad_out.shape[1])))
+            for buffer, (x, _) in zip(buffers, inputs):
+                if rows is None:
+                    buffer[:size] = x[lo:hi]
+                else:
+                    torch.index_select(x, 0, rows[lo:hi], out=buffer[:size])
+            used = buffers if compile_it else [b[:size] for b in buffers]
+            chunks, out = used[: len(inputs)], (used[-1] if grad_out is not None else None)
         if compile_it:
-            if hi - lo < step:  # pad to the compiled shape with finite rows whose results are dropped
-                chunks = [_pad(c, step, fill) for c, (_, fill) in zip(chunks, inputs, strict=True)]
-            value, g = _compile.call(key, compiled_make or make, device, *chunks, inv_t, scale)
-            value, g = value[: hi - lo], (g[: hi - lo] if g is not None else None)
+            value = finish(_compile.call(key, make_compiled, device, *chunks, inv_t, scale, out))[:size]
         else:
-            value, g = eager(*chunks, inv_t, scale)
-        if index is None:
+            value = eager(*chunks, inv_t, scale, out)[0]
+        if rows is None:
             values[lo:hi] = value
-            if grad_out is not None:
-                grad_out[lo:hi] = g
+            if padded and out is not None:
+                grad_out[lo:hi] = out[:size]
         else:
-            values.index_copy_(0, index, value)
-            if grad_out is not None:
-                grad_out.index_copy_(0, index, g)
+            values.index_copy_(0, rows[lo:hi], value)
+            if out is not None:
+                grad_out.index_copy_(0, rows[lo:hi], out[:size])
     return values
-
-
-def _pad(x: torch.Tensor, rows: int, fill: float) -> torch.Tensor:
-    out = x.new_full((rows, x.shape[1]), fill)
-    out[: x.shape[0]] = x
-    return out

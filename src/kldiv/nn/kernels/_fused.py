@@ -15,8 +15,8 @@ import array_api_compat.torch as xp
 import torch
 
 from ... import _engine
-from ...measures import CROSS_ENTROPY
-from ._dense import COMPILED_CHUNK, Divergence, canonical_logits, run_dense
+from ...measures import CROSS_ENTROPY, KL
+from ._dense import Divergence, canonical_logits, compiled_rows, run_dense
 from ._topk import run_topk
 
 # Rows per chunk: about 2**23 logits (32 MiB in float32), a whole number of compiled kernel chunks.
@@ -59,7 +59,7 @@ def run_fused(
     n, v = hidden.shape[0], weight.shape[0]
     work = torch.float64 if torch.float64 in (hidden.dtype, weight.dtype, accum_dtype) else torch.float32
     accum_dtype = torch.promote_types(accum_dtype, weight.dtype)  # never accumulate below the weight's precision
-    inner = max(1, COMPILED_CHUNK // v)
+    inner = compiled_rows(v, one_loop=div.measure is KL)  # the dense kernel's compiled chunk (a top-k teacher pads to its own)
     step = max(inner, (FUSED_ELEMENTS // v) // inner * inner)
     device = hidden.device
     soft_values = torch.zeros(n, dtype=work, device=device)
@@ -76,12 +76,12 @@ def run_fused(
         h = hidden[lo:hi]
         z = (torch.addmm(bias, h, weight.t()) if bias is not None else h @ weight.t()).to(work)
         g = torch.empty_like(z) if need_grad else None
-        common = dict(temperature=temperature, rows=None, grad_scale=soft_scale, grad_out=g, chunk_rows=inner)
+        common = dict(temperature=temperature, rows=None, grad_scale=soft_scale, grad_out=g)
         t = teacher(lo, hi)
         if isinstance(t, tuple):
-            soft_values[lo:hi] = run_topk(div, z, t[0], t[1], tail=tail, **common)
+            soft_values[lo:hi] = run_topk(div, z, t[0], t[1], tail=tail, chunk_rows=compiled_rows(v), **common)
         else:
-            soft_values[lo:hi] = run_dense(div, z, t.to(work), **common)
+            soft_values[lo:hi] = run_dense(div, z, t.to(work), chunk_rows=inner, **common)
         if hard_label_weight:
             value, g_hard = label_cross_entropy(z, labels[lo:hi], hard_scale * hard_label_weight)
             hard_values[lo:hi] = value

@@ -279,7 +279,7 @@ def run_chunks(
                 buffers = [x.new_full((length, x.shape[1]), fill) for x, fill in inputs]
                 if grad_out is not None:
                     buffers.append(grad_out.new_empty((length, grad_out.shape[1])))
-            for buffer, (x, _) in zip(buffers, inputs):
+            for buffer, (x, _) in zip(buffers[: len(inputs)], inputs, strict=True):
                 if rows is None:
                     buffer[:size] = x[lo:hi]
                 else:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import _engine, _validate
+from ._backend import compiling
 from ._engine import Canon, Measure
 
 INF = math.inf
@@ -39,6 +40,15 @@ def _ratio(xp: Any, p: Any, q: Any) -> Any:
 
 def _sum(xp: Any, x: Any) -> Any:
     return xp.sum(x, axis=-1)
+
+
+def _weighted_sum(xp: Any, *terms: tuple[float, Any]) -> Any:
+    """``sum_k w_k * _sum(x_k)`` for ``(w_k, x_k)`` pairs. Inside ``torch.compile`` the weights go inside one sum
+    instead: a value that is a single reduction lets Inductor run all of a row's passes in one loop over rows,
+    which a pointwise step on the row sums prevents (see ``kldiv.nn.kernels._compile``)."""
+    if compiling():
+        return _sum(xp, sum(w * x for w, x in terms))
+    return sum(w * _sum(xp, x) for w, x in terms)
 
 
 # --- entropy -------------------------------------------------------------------------------------
@@ -102,7 +112,7 @@ def _js_value(xp, P: Canon, Q: Canon, *, weight: float) -> Any:
     if weight in (0.0, 1.0):  # M equals one side and the other side has weight 0
         return xp.zeros_like(P.p[..., 0])
     _, lm = _mixture(xp, P, Q, weight)
-    return weight * _sum(xp, _plogr(xp, P.p, P.lp - lm)) + (1 - weight) * _sum(xp, _plogr(xp, Q.p, Q.lp - lm))
+    return _weighted_sum(xp, (weight, _plogr(xp, P.p, P.lp - lm)), (1 - weight, _plogr(xp, Q.p, Q.lp - lm)))
 
 
 def _js_vjp(xp, P: Canon, Q: Canon, value, logits: bool, *, weight: float) -> tuple[Any, Any]:
@@ -147,7 +157,7 @@ SKEW_KL = Measure("skew_kl", _skew_kl_value, _skew_kl_vjp)
 
 
 def _tvd_value(xp, P: Canon, Q: Canon) -> Any:
-    return 0.5 * _sum(xp, xp.abs(P.p - Q.p))
+    return _weighted_sum(xp, (0.5, xp.abs(P.p - Q.p)))
 
 
 def _tvd_vjp(xp, P: Canon, Q: Canon, value, logits: bool) -> tuple[Any, Any]:

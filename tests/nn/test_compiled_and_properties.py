@@ -27,13 +27,15 @@ def _value_and_grad(fn, s):
 def test_compiled_kernel_gives_the_reference_kernels_numbers(teacher_kind, divergence, masked, monkeypatch):
     from kldiv.nn.kernels import _dense
 
-    # KL's one-loop kernel: chunks of 4 rows (10 rows: 4 + 4 + a padded 2, or 8 selected rows through buffers)
+    # chunks of 3 rows, 2 rows of 40 for the top-k kernel: 10 rows in 3 + 3 + 3 + (the row before and) 1, or 8
+    # selected rows through the buffers in 3 + 3 + 2, 2 + 2 + 2 + 2
     monkeypatch.setattr(_dense, "ONE_LOOP_CHUNK", 3 * 40)
+    monkeypatch.setattr(_dense, "COMPILED_CHUNK", 2 * 40)
     g = torch.Generator().manual_seed(0)
     s, t = 3 * torch.randn(2, 5, 40, generator=g), 3 * torch.randn(2, 5, 40, generator=g)
     labels = torch.arange(10).reshape(2, 5)
     if masked:
-        labels[0, 1] = labels[1, 3] = -100  # masked rows: the last chunk is padded to the compiled shape
+        labels[0, 1] = labels[1, 3] = -100
     kw = dict(divergence=divergence, beta=0.3, temperature=2.0)
     if teacher_kind == "dense":
         teacher = t
@@ -53,20 +55,6 @@ def test_compiled_kernel_gives_the_reference_kernels_numbers(teacher_kind, diver
     if masked:
         assert fast_g[0, 1].abs().max() == 0 and fast_g[1, 3].abs().max() == 0
     assert again_v == fast_v
-
-
-def test_compiled_rows_split_n_evenly_and_allow_one_loop_fusion():
-    from kldiv.nn.kernels._dense import ONE_LOOP_CHUNK, compiled_rows
-
-    for n, v in [(4096, 32000), (4000, 32000), (1000, 256000), (300, 151936), (5, 32000)]:
-        step = compiled_rows(v, n, one_loop=True)
-        chunks = -(-n // step)
-        if n * 300 >= v:
-            assert step * 300 >= v  # Inductor fuses a row's passes into one loop only then
-            assert chunks * step - n < chunks  # even split: the padded last chunk misses fewer rows than chunks
-            assert step <= max(-(-v // 300), ONE_LOOP_CHUNK // v) * 2
-        else:
-            assert step == compiled_rows(v)
 
 
 def test_compile_policy_rejects_unknown_modes():
@@ -110,11 +98,11 @@ def test_identical_distributions_give_zero_loss_and_zero_gradient_whatever_the_l
     assert g.abs().max() < 1e-12
 
 
-@pytest.mark.parametrize("student_first", [False, True])
-def test_fast_kl_rows_give_the_measures_numbers_including_inf_and_nan_rows(student_first):
+@pytest.mark.parametrize("divergence", ["kl", "reverse_kl", "js", "skew_reverse_kl", "tvd"])
+def test_compiled_kernel_source_gives_the_reference_numbers_including_inf_and_nan_rows(divergence):
     import math
 
-    from kldiv.measures import KL
+    from kldiv.nn.functional import divergence_of
     from kldiv.nn.kernels import _dense
 
     g = torch.Generator().manual_seed(3)
@@ -126,7 +114,7 @@ def test_fast_kl_rows_give_the_measures_numbers_including_inf_and_nan_rows(stude
     s[3] = -math.inf  # no finite logit
     t[4, 2] = math.inf
     s[5, 1:] = -math.inf  # one-hot student
-    div = _dense.Divergence(KL, student_first)
+    div = divergence_of(divergence, 0.3, 0.2)
     inv_t, scale = torch.tensor(0.5, dtype=torch.float64), torch.tensor(0.3, dtype=torch.float64)
     want_v, want_g = _dense.dense_rows(div, s, t, inv_t, scale, True)
     got_g = torch.empty_like(s)

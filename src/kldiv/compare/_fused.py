@@ -22,11 +22,7 @@ import torch
 from .. import _engine, _validate
 from ..measures import JS, KL, TVD
 from ..nn.kernels import _compile
-
-#: Rows per compiled call: a fixed shape (the last block is padded), so one compilation per vocabulary and dtype.
-#: Inductor runs a row's passes one after another over the block, so its (ROWS, V) temporaries should stay in
-#: L2: 16 rows measured best of 4..64 at V = 32,000 on the 2-core machine (236 vs 304 us/token at 64).
-ROWS = 16
+from ..nn.kernels._dense import compiled_rows
 
 
 def group_size(v: int, k: int) -> int:
@@ -52,19 +48,21 @@ def top_indices(x: Any, k: int, group: int) -> tuple[Any, Any]:
     return index, group_max.amax(-1)
 
 
-def _kernel(reverse: bool, k: int, group: int, dtype: torch.dtype):
+def _kernel(reverse: bool, labelled: bool, dtype: torch.dtype):
+    """KLD, JS, TVD and (``labelled``) the label log-probabilities of a block of rows: row reductions only, so
+    Inductor runs a row's passes in one loop over rows with its exponentials in a row-sized local buffer (the
+    label log-probability is a masked sum over the row for the same reason, not a gather)."""
+
     def kernel(reference: Any, other: Any, labels: Any) -> tuple[Any, ...]:
-        a, b = reference.to(dtype), other.to(dtype)
-        top_a, max_a = top_indices(a, k, group)
-        top_b, max_b = top_indices(b, k, group)
-        P = _engine.canonical(xp, a, True, False, 0, None, 0.0)
-        Q = _engine.canonical(xp, b, True, False, 0, None, 0.0)
+        P = _engine.canonical(xp, reference.to(dtype), True, False, 0, None, 0.0)
+        Q = _engine.canonical(xp, other.to(dtype), True, False, 0, None, 0.0)
         kld = KL.value(xp, Q, P) if reverse else KL.value(xp, P, Q)
         js = JS.value(xp, P, Q, weight=0.5)
         tvd = TVD.value(xp, P, Q)
-        lr = P.lp.gather(-1, labels[:, None])[:, 0]
-        lo = Q.lp.gather(-1, labels[:, None])[:, 0]
-        return kld, js, tvd, top_a, top_b, lr, lo, max_a, max_b
+        if not labelled:
+            return kld, js, tvd
+        at_label = xp.arange(reference.shape[-1], device=reference.device) == labels[:, None]
+        return kld, js, tvd, xp.sum(xp.where(at_label, P.lp, 0.0), axis=-1), xp.sum(xp.where(at_label, Q.lp, 0.0), axis=-1)
 
     return kernel
 
@@ -78,35 +76,42 @@ def token_rows(
     reference: Any, other: Any, labels: Any, *, reverse: bool, k: int, locators: tuple, row0: int = 0
 ) -> dict[str, Any]:
     """Per-row kld, js, tvd, top-k indices (``ref_top``, ``other_top``) and, with labels, the label
-    log-probabilities (``lr``, ``lo``) of torch rows (n, V), like :func:`._tokens._block` computes them."""
+    log-probabilities (``lr``, ``lo``) of torch rows (n, V), like :func:`._tokens._block` computes them.
+
+    Blocks have a fixed number of rows per vocabulary (``kldiv.nn``'s one-loop chunk), so a run compiles once:
+    a last block that would be short overlaps the one before instead (its rows are recomputed), and fewer rows
+    than one block are padded with zero logits. Top-k runs eagerly (two-level selection, one pass per side)."""
     reference, other = reference.detach(), other.detach()
     n, v = reference.shape
     dtype = torch.float64 if torch.float64 in (reference.dtype, other.dtype) else torch.float32
+    labelled = labels is not None
+    step = compiled_rows(v, one_loop=True)
+    key = ("compare", reverse, labelled, dtype, v, step, reference.dtype, other.dtype, reference.device.type)
+    make = lambda: _kernel(reverse, labelled, dtype)  # noqa: E731
+    gather = torch.as_tensor(labels, dtype=torch.int64, device=reference.device) if labelled else None
     group = group_size(v, k)
-    key = ("compare", reverse, k, group, dtype, v, reference.dtype, other.dtype, reference.device.type,
-           torch.get_num_threads())
-    make = lambda: _kernel(reverse, k, group, dtype)  # noqa: E731
-    if labels is None:
-        gather = torch.zeros(n, dtype=torch.int64, device=reference.device)
-    else:
-        gather = torch.as_tensor(labels, dtype=torch.int64, device=reference.device)
-    pieces = []
-    for lo in range(0, n, ROWS):
-        hi = min(lo + ROWS, n)
-        a, b, y = reference[lo:hi], other[lo:hi], gather[lo:hi]
-        if hi - lo < ROWS:  # pad to the compiled shape with zero logits (uniform rows), dropped below
-            pad = ROWS - (hi - lo)
-            a = torch.cat([a, a.new_zeros(pad, v)])
-            b = torch.cat([b, b.new_zeros(pad, v)])
-            y = torch.cat([y, y.new_zeros(pad)])
-        out = _compile.call(key, make, reference.device, a.contiguous(), b.contiguous(), y)
-        out = [o[: hi - lo] for o in out]
-        for x, row_max, loc in ((reference, out[7], locators[0]), (other, out[8], locators[1])):
-            if not bool(torch.isfinite(row_max).all()):  # NaN, +inf or an all -inf row: the validator says where
-                _validate.check_logit_rows(xp, x[lo:hi], row_max[:, None], row0 + lo, loc)
-        pieces.append(out)
-    names = ("kld", "js", "tvd", "ref_top", "other_top", "lr", "lo")
-    rows = {name: torch.cat([p[i] for p in pieces]) for i, name in enumerate(names)}
-    if labels is None:
-        del rows["lr"], rows["lo"]
+    rows: dict[str, Any] = {}
+    for name, x, loc in (("ref_top", reference, locators[0]), ("other_top", other, locators[1])):
+        rows[name], row_max = top_indices(x, k, group)
+        if not bool(torch.isfinite(row_max).all()):  # NaN, +inf or an all -inf row: the validator says where
+            _validate.check_logit_rows(xp, x, row_max[:, None], row0, loc)
+    names = ("kld", "js", "tvd", "lr", "lo")[: 5 if labelled else 3]
+    out = {name: torch.empty(n, dtype=dtype, device=reference.device) for name in names}
+    for lo in range(0, n, step):
+        hi = min(lo + step, n)
+        if hi - lo < step <= n:
+            lo = hi - step  # overlap the block before: the same rows give the same numbers
+        a, b = reference[lo:hi], other[lo:hi]
+        y = gather[lo:hi] if labelled else torch.zeros(0, dtype=torch.int64)
+        if hi - lo < step:  # fewer rows than one block: pad with zero logits (uniform rows), dropped below
+            a, b = _pad(a, step), _pad(b, step)
+            y = _pad(y, step) if labelled else y
+        values = _compile.call(key, make, reference.device, a.contiguous(), b.contiguous(), y)
+        for name, value in zip(names, values, strict=True):
+            out[name][lo:hi] = value[: hi - lo]
+    rows.update(out)
     return rows
+
+
+def _pad(x: Any, rows: int) -> Any:
+    return torch.cat([x, x.new_zeros((rows - x.shape[0], *x.shape[1:]))])

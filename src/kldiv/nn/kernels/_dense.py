@@ -97,10 +97,8 @@ def fast_rows(
     """``dense_rows``'s values and gradient with fewer passes per row (the compiled kernel's source).
 
     Writes ``grad_scale`` times the student gradient into ``out`` (when given) and returns row results that
-    :func:`finish_fast` turns into the values. KL (either order) returns only row reductions: a pointwise step
-    on (rows,) vectors would be vectorised across rows, and Inductor then cannot run all the passes over one
-    row inside a single loop over rows (its "outer loop fusion", which also keeps the exponentials in a row-sized
-    local buffer); it also needs rows * 300 >= V (see :func:`compiled_rows`).
+    :func:`finish_fast` turns into the values. KL (either order) returns only row reductions, so that Inductor
+    runs all of a row's passes in one loop (see :mod:`._compile`); its chunks are ONE_LOOP_CHUNK elements.
 
     A row is NaN where ``dense_rows`` poisons it: a non-finite row max (a NaN or +inf logit, or no finite one).
     KL(P || Q) over logits a (of P) and b (of Q) with row constants c_a, c_b (log p = a - c_a, c = max + log z):
@@ -142,29 +140,6 @@ def finish_fast(div: Divergence, pieces: tuple[Any, ...]) -> Any:
     return xp.where(torch.isfinite(m_s) & torch.isfinite(m_t), value, math.nan)
 
 
-def compiled_rows(width: int, n: int | None = None, one_loop: bool = False) -> int:
-    """Rows per compiled chunk for N = ``n`` rows of ``width`` columns (None: any N, the chunk a caller that
-    splits rows itself should use).
-
-    A kernel that runs every pass over a row inside one loop over rows (``one_loop``: KL's dense kernel) needs
-    rows * 300 >= V, below which Inductor parallelises each pass on its own instead. Its chunks hold about
-    ONE_LOOP_CHUNK elements, split evenly (the last chunk, which overlaps the one before, recomputes fewer rows
-    than there are chunks); fewer, larger calls measured
-    faster (at (4096, 32000): 107 rows per call 0.23 s, 256 rows 0.20 s, 512 rows 0.19 s). The other kernels
-    run each pass over the whole chunk before the next, so their chunk (inputs and kept exponentials) must stay
-    in L2: COMPILED_CHUNK elements.
-    """
-    small = max(1, COMPILED_CHUNK // width)
-    least = -(-width // 300)
-    if not one_loop or (n is not None and n < least):
-        return small
-    target = max(least, ONE_LOOP_CHUNK // width)
-    if n is None:
-        return target
-    pieces = max(1, n // target)
-    return -(-n // pieces)
-
-
 def _kernel(div: Divergence, need_grad: bool, fast: bool = False):
     if fast:
 
@@ -191,7 +166,6 @@ def run_dense(
     rows: torch.Tensor | None,
     grad_scale: float | torch.Tensor,
     grad_out: torch.Tensor | None,
-    chunk_rows: int | None = None,
 ) -> torch.Tensor:
     """Evaluate ``div`` on the selected rows of 2-D ``student``/``teacher`` (N, V), chunk by chunk.
 
@@ -203,18 +177,17 @@ def run_dense(
     return run_chunks(
         ("dense", div, need_grad),
         lambda: _kernel(div, need_grad),
-        [(student, 0.0), (teacher, 0.0)],
+        [student, teacher],
         student.shape[1],
         work_dtype(student.dtype, teacher.dtype),
         temperature=temperature,
         rows=rows,
         grad_scale=grad_scale,
         grad_out=grad_out,
-        chunk_rows=chunk_rows,
         compiled=(
             lambda: _kernel(div, need_grad, fast=True),
             lambda pieces: finish_fast(div, pieces),
-            compiled_rows(student.shape[1], student.shape[0], div.measure is KL),
+            ONE_LOOP_CHUNK if div.measure is KL else COMPILED_CHUNK,
         ),
     )
 
@@ -222,7 +195,7 @@ def run_dense(
 def run_chunks(
     key: Any,
     make: Any,
-    inputs: list[tuple[torch.Tensor, float]],
+    inputs: list[torch.Tensor],
     width: int,
     dtype: torch.dtype,
     *,
@@ -230,25 +203,19 @@ def run_chunks(
     rows: torch.Tensor | None,
     grad_scale: float | torch.Tensor,
     grad_out: torch.Tensor | None,
-    chunk_rows: int | None = None,
     compiled: tuple[Any, Any, int] | None = None,
 ) -> torch.Tensor:
     """The row-chunk loop shared by every kernel.
 
     ``make()(*chunks, inv_temperature, grad_scale, out)`` writes the chunk's gradient into ``out`` (None: no
     gradient) and returns a tuple whose first element is the chunk's values; ``compiled`` optionally gives the
-    compiled kernel's own ``make``, the function that turns its returned tuple into the values, and its rows per
-    chunk. ``inputs`` pairs each 2-D input with the value that pads it up to the compiled chunk shape. ``width``
-    is the number of columns the kernel reads per row; ``chunk_rows`` fixes the compiled chunk shape (callers
-    that split rows themselves pass one value for all their calls), otherwise it is the kernel's rows per chunk
-    (at most N).
-    The last compiled chunk ends at the last row and overlaps the one before (rows are independent, and
-    recomputing a row gives the same numbers), so only fewer rows than one chunk need padding. The gradient is
-    written straight into ``grad_out`` for consecutive rows, and through one chunk-sized buffer for selected rows
-    (gathered; their values and gradients are scattered back) or a padded chunk.
+    compiled kernel's own ``make``, the function that turns its returned tuple into the values, and its number
+    of elements per chunk (default COMPILED_CHUNK). ``inputs`` are 2-D with one row per row of the result;
+    ``width`` is the number of columns the kernel reads per row.
+    The gradient is written straight into ``grad_out`` for consecutive rows, and through one chunk-sized buffer
+    for selected rows (gathered; their values and gradients are scattered back).
     """
-    first = inputs[0][0]
-    n, device = first.shape[0], first.device
+    n, device = inputs[0].shape[0], inputs[0].device
     values = torch.zeros(n, dtype=dtype, device=device)
     n_sel = n if rows is None else int(rows.numel())
     if n_sel == 0:
@@ -256,46 +223,40 @@ def run_chunks(
     inv_t = torch.tensor(1.0 / temperature, dtype=dtype, device=device)
     scale = torch.as_tensor(grad_scale, dtype=dtype, device=device)
     compile_it = _compile.wanted(n_sel * width, device)
-    make_compiled, finish, preferred = compiled or (make, lambda pieces: pieces[0], compiled_rows(width))
-    if compile_it:  # the compiled shape depends only on (N, V), never on how many rows are masked
-        step = chunk_rows or min(preferred, n)
-    else:
-        step = min(max(1, EAGER_CHUNK // width), n)
-    key = (*key, *(x.dtype for x, _ in inputs), *(x.shape[1] for x, _ in inputs), dtype, step, device.type)
+    make_compiled, finish, elements = compiled or (make, lambda pieces: pieces[0], COMPILED_CHUNK)
+    step = max(2, (elements if compile_it else EAGER_CHUNK) // width)
+    key = (*key, *(x.dtype for x in inputs), *(x.shape[1] for x in inputs), dtype, device.type)
     eager = make()
-    buffers = None  # chunk-sized copies of the inputs and the gradient for selected rows or a padded chunk
+    buffers = None  # chunk-sized copies of the inputs and the gradient, for selected rows
     for lo in range(0, n_sel, step):
         hi = min(lo + step, n_sel)
-        if compile_it and hi - lo < step <= n_sel:
-            lo = hi - step  # the last compiled chunk overlaps the one before: its rows are recomputed, not padded
+        if compile_it and hi - lo == 1:
+            lo = hi - 2 if n_sel >= 2 else lo  # a 1-row block would compile again: overlap the row before
         size = hi - lo
-        padded = compile_it and size < step
-        if rows is None and not padded:
-            chunks = [x[lo:hi] for x, _ in inputs]
+        if rows is None:
+            chunks = [x[lo:hi] for x in inputs]
             out = grad_out[lo:hi] if grad_out is not None else None
         else:
-            if buffers is None:  # made once: step rows (compiled: padded with rows whose results are dropped)
-                length = step if compile_it else min(step, n_sel)
-                buffers = [x.new_full((length, x.shape[1]), fill) for x, fill in inputs]
+            if buffers is None:
+                length = min(step, n_sel)
+                buffers = [x.new_empty((length, x.shape[1])) for x in inputs]
                 if grad_out is not None:
                     buffers.append(grad_out.new_empty((length, grad_out.shape[1])))
-            for buffer, (x, _) in zip(buffers[: len(inputs)], inputs, strict=True):
-                if rows is None:
-                    buffer[:size] = x[lo:hi]
-                else:
-                    torch.index_select(x, 0, rows[lo:hi], out=buffer[:size])
-            used = buffers if compile_it else [b[:size] for b in buffers]
+            used = [
+                torch.index_select(x, 0, rows[lo:hi], out=b[:size])
+                for b, x in zip(buffers[: len(inputs)], inputs, strict=True)
+            ]
+            if grad_out is not None:
+                used.append(buffers[-1][:size])
             chunks, out = used[: len(inputs)], (used[-1] if grad_out is not None else None)
         if compile_it:
-            value = finish(_compile.call(key, make_compiled, device, *chunks, inv_t, scale, out))[:size]
+            value = finish(_compile.call(key, make_compiled, device, *chunks, inv_t, scale, out))
         else:
             value = eager(*chunks, inv_t, scale, out)[0]
         if rows is None:
             values[lo:hi] = value
-            if padded and out is not None:
-                grad_out[lo:hi] = out[:size]
         else:
             values.index_copy_(0, rows[lo:hi], value)
             if out is not None:
-                grad_out.index_copy_(0, rows[lo:hi], out[:size])
+                grad_out.index_copy_(0, rows[lo:hi], out)
     return values

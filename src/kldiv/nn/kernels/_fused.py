@@ -15,11 +15,11 @@ import array_api_compat.torch as xp
 import torch
 
 from ... import _engine
-from ...measures import CROSS_ENTROPY, KL
-from ._dense import Divergence, canonical_logits, compiled_rows, run_dense
+from ...measures import CROSS_ENTROPY
+from ._dense import Divergence, canonical_logits, run_dense
 from ._topk import run_topk
 
-# Rows per chunk: about 2**23 logits (32 MiB in float32), a whole number of compiled kernel chunks.
+# Rows per chunk: about 2**23 logits (32 MiB in float32).
 FUSED_ELEMENTS = 1 << 23
 
 
@@ -59,8 +59,7 @@ def run_fused(
     n, v = hidden.shape[0], weight.shape[0]
     work = torch.float64 if torch.float64 in (hidden.dtype, weight.dtype, accum_dtype) else torch.float32
     accum_dtype = torch.promote_types(accum_dtype, weight.dtype)  # never accumulate below the weight's precision
-    inner = compiled_rows(v, one_loop=div.measure is KL)  # the dense kernel's compiled chunk (a top-k teacher pads to its own)
-    step = max(inner, (FUSED_ELEMENTS // v) // inner * inner)
+    step = max(2, FUSED_ELEMENTS // v)
     device = hidden.device
     soft_values = torch.zeros(n, dtype=work, device=device)
     hard_values = torch.zeros(n, dtype=work, device=device)
@@ -79,9 +78,9 @@ def run_fused(
         common = dict(temperature=temperature, rows=None, grad_scale=soft_scale, grad_out=g)
         t = teacher(lo, hi)
         if isinstance(t, tuple):
-            soft_values[lo:hi] = run_topk(div, z, t[0], t[1], tail=tail, chunk_rows=compiled_rows(v), **common)
+            soft_values[lo:hi] = run_topk(div, z, t[0], t[1], tail=tail, **common)
         else:
-            soft_values[lo:hi] = run_dense(div, z, t.to(work), chunk_rows=inner, **common)
+            soft_values[lo:hi] = run_dense(div, z, t.to(work), **common)
         if hard_label_weight:
             value, g_hard = label_cross_entropy(z, labels[lo:hi], hard_scale * hard_label_weight)
             hard_values[lo:hi] = value

@@ -88,20 +88,17 @@ def run_topk(
     rows: torch.Tensor | None,
     grad_scale: float | torch.Tensor,
     grad_out: torch.Tensor | None,
-    chunk_rows: int | None = None,
 ) -> torch.Tensor:
     """Like :func:`run_dense`, with the teacher given as (N, k) ``indices`` (int64) and ``logprobs``."""
     need_grad, bucket = grad_out is not None, tail == "bucket"
-    k = indices.shape[1]
     return run_chunks(
         ("topk", div, bucket, need_grad),
         lambda: _kernel(div, bucket, need_grad),
-        [(student, 0.0), (indices, 0), (logprobs, -math.log(2 * k))],
+        [student, indices, logprobs],
         student.shape[1],
         work_dtype(student.dtype, logprobs.dtype),
         temperature=temperature,
         rows=rows,
         grad_scale=grad_scale,
         grad_out=grad_out,
-        chunk_rows=chunk_rows,
     )

@@ -19,10 +19,8 @@ from typing import Any
 import array_api_compat.torch as xp
 import torch
 
-from .. import _engine, _validate
-from ..measures import JS, KL, TVD
+from .. import _validate
 from ..nn.kernels import _compile
-from ..nn.kernels._dense import compiled_rows
 
 
 def group_size(v: int, k: int) -> int:
@@ -49,22 +47,47 @@ def top_indices(x: Any, k: int, group: int) -> tuple[Any, Any]:
 
 
 def _kernel(reverse: bool, labelled: bool, dtype: torch.dtype):
-    """KLD, JS, TVD and (``labelled``) the label log-probabilities of a block of rows: row reductions only, so
-    Inductor runs a row's passes in one loop over rows with its exponentials in a row-sized local buffer (the
-    label log-probability is a masked sum over the row for the same reason, not a gather)."""
+    """Row reductions of a block, from which :func:`_finish` gives KLD, JS, TVD and the label log-probabilities.
+
+    Only row reductions leave the kernel, so Inductor runs all of a row's passes in one loop over rows with its
+    exponentials in a row-sized local buffer (see ``kldiv.nn.kernels._compile``); the row constants
+    c = max + log sum exp(x - max) are applied afterwards. With p = softmax(a), q = softmax(b):
+    KL(P || Q) = sum_{p > 0} p (a - b) + c_b - c_a (sum p = 1); TVD = sum |p - q| / 2;
+    JS = sum p log(2p / (p + q)) / 2 + sum q log(2q / (p + q)) / 2 (0 log 0 = 0), each log of a ratio near 1
+    when P is near Q, so small values keep their relative precision; the label's logit is a masked sum over
+    the row (a gather would be a separate loop)."""
 
     def kernel(reference: Any, other: Any, labels: Any) -> tuple[Any, ...]:
-        P = _engine.canonical(xp, reference.to(dtype), True, False, 0, None, 0.0)
-        Q = _engine.canonical(xp, other.to(dtype), True, False, 0, None, 0.0)
-        kld = KL.value(xp, Q, P) if reverse else KL.value(xp, P, Q)
-        js = JS.value(xp, P, Q, weight=0.5)
-        tvd = TVD.value(xp, P, Q)
+        a, b = reference.to(dtype), other.to(dtype)
+        m_a, m_b = xp.max(a, axis=-1, keepdims=True), xp.max(b, axis=-1, keepdims=True)
+        e_a, e_b = xp.exp(a - m_a), xp.exp(b - m_b)
+        z_a, z_b = xp.sum(e_a, axis=-1, keepdims=True), xp.sum(e_b, axis=-1, keepdims=True)
+        p, q = e_a * (1.0 / z_a), e_b * (1.0 / z_b)
+        if reverse:
+            kl = xp.sum(xp.where(q > 0, q * (b - a), 0.0), axis=-1)
+        else:
+            kl = xp.sum(xp.where(p > 0, p * (a - b), 0.0), axis=-1)
+        tvd = xp.sum(xp.abs(p - q), axis=-1)
+        both = p + q
+        js = xp.sum(
+            xp.where(p > 0, p * xp.log(2 * p / both), 0.0) + xp.where(q > 0, q * xp.log(2 * q / both), 0.0), axis=-1
+        )
+        sums = (kl, tvd, js, m_a[:, 0], z_a[:, 0], m_b[:, 0], z_b[:, 0])
         if not labelled:
-            return kld, js, tvd
-        at_label = xp.arange(reference.shape[-1], device=reference.device) == labels[:, None]
-        return kld, js, tvd, xp.sum(xp.where(at_label, P.lp, 0.0), axis=-1), xp.sum(xp.where(at_label, Q.lp, 0.0), axis=-1)
+            return sums
+        at_label = xp.arange(a.shape[-1], device=a.device) == labels[:, None]
+        return (*sums, xp.sum(xp.where(at_label, a, 0.0), axis=-1), xp.sum(xp.where(at_label, b, 0.0), axis=-1))
 
     return kernel
+
+
+def _finish(sums: tuple[Any, ...], reverse: bool) -> dict[str, Any]:
+    kl, tvd, js, m_a, z_a, m_b, z_b = sums[:7]
+    c_a, c_b = m_a + xp.log(z_a), m_b + xp.log(z_b)
+    rows = {"kld": kl + ((c_a - c_b) if reverse else (c_b - c_a)), "js": 0.5 * js, "tvd": 0.5 * tvd}
+    if len(sums) > 7:
+        rows["lr"], rows["lo"] = sums[7] - c_a, sums[8] - c_b
+    return rows
 
 
 def wanted(reference: Any) -> bool:
@@ -78,15 +101,14 @@ def token_rows(
     """Per-row kld, js, tvd, top-k indices (``ref_top``, ``other_top``) and, with labels, the label
     log-probabilities (``lr``, ``lo``) of torch rows (n, V), like :func:`._tokens._block` computes them.
 
-    Blocks have a fixed number of rows per vocabulary (``kldiv.nn``'s one-loop chunk), so a run compiles once:
-    a last block that would be short overlaps the one before instead (its rows are recomputed), and fewer rows
-    than one block are padded with zero logits. Top-k runs eagerly (two-level selection, one pass per side)."""
+    One compiled call per chunk: the rows are a dynamic dimension, so a run compiles once per vocabulary and
+    dtype, and nothing larger than a row is kept per row. Top-k runs eagerly (two-level selection, one pass
+    over each side)."""
     reference, other = reference.detach(), other.detach()
     n, v = reference.shape
     dtype = torch.float64 if torch.float64 in (reference.dtype, other.dtype) else torch.float32
     labelled = labels is not None
-    step = compiled_rows(v, one_loop=True)
-    key = ("compare", reverse, labelled, dtype, v, step, reference.dtype, other.dtype, reference.device.type)
+    key = ("compare", reverse, labelled, dtype, v, reference.dtype, other.dtype, reference.device.type)
     make = lambda: _kernel(reverse, labelled, dtype)  # noqa: E731
     gather = torch.as_tensor(labels, dtype=torch.int64, device=reference.device) if labelled else None
     group = group_size(v, k)
@@ -95,23 +117,10 @@ def token_rows(
         rows[name], row_max = top_indices(x, k, group)
         if not bool(torch.isfinite(row_max).all()):  # NaN, +inf or an all -inf row: the validator says where
             _validate.check_logit_rows(xp, x, row_max[:, None], row0, loc)
-    names = ("kld", "js", "tvd", "lr", "lo")[: 5 if labelled else 3]
-    out = {name: torch.empty(n, dtype=dtype, device=reference.device) for name in names}
-    for lo in range(0, n, step):
-        hi = min(lo + step, n)
-        if hi - lo < step <= n:
-            lo = hi - step  # overlap the block before: the same rows give the same numbers
-        a, b = reference[lo:hi], other[lo:hi]
-        y = gather[lo:hi] if labelled else torch.zeros(0, dtype=torch.int64)
-        if hi - lo < step:  # fewer rows than one block: pad with zero logits (uniform rows), dropped below
-            a, b = _pad(a, step), _pad(b, step)
-            y = _pad(y, step) if labelled else y
-        values = _compile.call(key, make, reference.device, a.contiguous(), b.contiguous(), y)
-        for name, value in zip(names, values, strict=True):
-            out[name][lo:hi] = value[: hi - lo]
-    rows.update(out)
+    if n == 1:  # PyTorch compiles a 1-row block separately (the rows are a dynamic dimension from 2 up)
+        reference, other = reference.expand(2, v), other.expand(2, v)
+        gather = gather.expand(2) if labelled else None
+    y = gather if labelled else torch.zeros(0, dtype=torch.int64, device=reference.device)
+    sums = _compile.call(key, make, reference.device, reference.contiguous(), other.contiguous(), y)
+    rows.update({name: value[:n] for name, value in _finish(sums, reverse).items()})
     return rows
-
-
-def _pad(x: Any, rows: int) -> Any:
-    return torch.cat([x, x.new_zeros((rows - x.shape[0], *x.shape[1:]))])

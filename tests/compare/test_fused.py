@@ -67,3 +67,33 @@ def test_compiled_path_names_a_nan_logit_like_the_eager_path(always_compile):
     a[17, 3] = float("nan")
     with pytest.raises(ValueError, match=r"reference_logits\[17, 3\] is NaN"):
         Comparison().update(a, torch.randn(20, 256))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_token_values_equal_the_eager_ones_with_impossible_tokens(always_compile, reverse, dtype):
+    from kldiv import _validate
+    from kldiv.compare._tokens import token_values
+
+    g = torch.Generator().manual_seed(5)
+    n, v = 9, 64
+    a, b = 3 * torch.randn(n, v, generator=g, dtype=dtype), 3 * torch.randn(n, v, generator=g, dtype=dtype)
+    a[0, :10] = -torch.inf  # impossible tokens on one side
+    b[1, :10] = -torch.inf
+    a[2, 5:] = -torch.inf  # nearly one-hot
+    b[3] = a[3]  # identical rows: every divergence 0
+    a[4, 7], b[4, 7] = -torch.inf, -torch.inf  # impossible on both sides
+    labels = torch.arange(n) * 3  # row 1's label (3) is impossible for `other`
+    loc = (_validate.Locator("reference_logits", (n, v), 1, (n,)), _validate.Locator("other_logits", (n, v), 1, (n,)))
+    got = {}
+    for mode in ("always", "never"):
+        _compile.set_compile(mode)
+        got[mode] = token_values(a, b, labels.numpy(), reverse=reverse, top_k=(1, 5), locators=loc)
+    for name in ("kld", "js", "tvd", "log_p_reference", "log_p_other"):
+        np.testing.assert_allclose(
+            np.asarray(getattr(got["always"], name)), np.asarray(getattr(got["never"], name)),
+            rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-6 if dtype == torch.float32 else 1e-14,
+            err_msg=name,
+        )
+    assert got["always"].kld[3] == pytest.approx(0, abs=1e-6) and got["always"].js[3] == pytest.approx(0, abs=1e-6)
+    np.testing.assert_array_equal(got["always"].same_top, got["never"].same_top)

@@ -97,3 +97,24 @@ def test_compiled_token_values_equal_the_eager_ones_with_impossible_tokens(alway
         )
     assert got["always"].kld[3] == pytest.approx(0, abs=1e-6) and got["always"].js[3] == pytest.approx(0, abs=1e-6)
     np.testing.assert_array_equal(got["always"].same_top, got["never"].same_top)
+
+
+def test_compiled_kld_of_nearly_identical_models_keeps_its_relative_precision(always_compile):
+    """Tiny per-token KLs (an 8-bit quantised model's) against float64: the float32 kernel is held to a tenth
+    of the error of float32 ``F.kl_div`` on the same inputs (measured 9e-6 median against 5.5e-4)."""
+    import torch.nn.functional as F
+
+    from kldiv import _validate
+
+    g = torch.Generator().manual_seed(0)
+    n, v = 128, 32000
+    a = torch.randn(n, v, generator=g) * (1 + 3 * torch.rand(n, 1, generator=g))
+    b = a + (0.002 + 0.05 * torch.rand(n, 1, generator=g)) * torch.randn(n, v, generator=g) + 3.0
+    truth = F.kl_div(F.log_softmax(b.double(), -1), F.log_softmax(a.double(), -1), log_target=True,
+                     reduction="none").sum(-1)
+    naive = F.kl_div(F.log_softmax(b, -1), F.log_softmax(a, -1), log_target=True, reduction="none").sum(-1)
+    loc = (_validate.Locator("r", (n, v), 1, (n,)), _validate.Locator("o", (n, v), 1, (n,)))
+    ours = _fused.token_rows(a, b, None, reverse=False, k=10, locators=loc)["kld"]
+    error = ((ours.double() - truth).abs() / truth).median()
+    naive_error = ((naive.double() - truth).abs() / truth).median()
+    assert error < naive_error / 10, (float(error), float(naive_error))

@@ -131,13 +131,14 @@ def fast_rows(
 
 
 def finish_fast(div: Divergence, pieces: tuple[Any, ...]) -> Any:
-    """The values (rows,) from :func:`fast_rows`'s row results (eager: a few operations on short vectors)."""
+    """The values (rows,) from :func:`fast_rows`'s row results (eager: a few operations on short vectors; the
+    row constants in float64, whose difference cancels against the sum)."""
     if len(pieces) == 1:
         return pieces[0]
-    total, m_s, z_s, m_t, z_t = (x[:, 0] for x in pieces)
+    total, m_s, z_s, m_t, z_t = (x[:, 0].double() for x in pieces)
     c_s, c_t = m_s + xp.log(z_s), m_t + xp.log(z_t)
     value = total + ((c_t - c_s) if div.student_first else (c_s - c_t))
-    return xp.where(torch.isfinite(m_s) & torch.isfinite(m_t), value, math.nan)
+    return xp.where(torch.isfinite(m_s) & torch.isfinite(m_t), value, math.nan).to(pieces[0].dtype)
 
 
 def _kernel(div: Divergence, need_grad: bool, fast: bool = False):

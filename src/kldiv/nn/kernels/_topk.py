@@ -18,7 +18,7 @@ import array_api_compat.torch as xp
 import torch
 
 from ... import _engine
-from ._dense import Divergence, canonical_logits, poison, run_chunks, work_dtype
+from ._dense import Divergence, canonical_logits, into_out, poison, run_chunks, work_dtype
 
 
 def topk_rows(
@@ -69,10 +69,7 @@ def topk_rows(
 
 def _kernel(div: Divergence, bucket: bool, need_grad: bool):
     def kernel(student, indices, logprobs, inv_temperature, grad_scale, out):
-        value, g = topk_rows(div, bucket, student, indices, logprobs, inv_temperature, grad_scale, need_grad)
-        if out is not None:
-            out.copy_(g)
-        return (value,)
+        return into_out(*topk_rows(div, bucket, student, indices, logprobs, inv_temperature, grad_scale, need_grad), out)
 
     return kernel
 

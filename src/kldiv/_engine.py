@@ -3,23 +3,22 @@
 user arrays -> backend -> validation -> canonical (probabilities, log-probabilities) -> measure (value, vjp)
 -> upstream and units -> result in the user's layout.
 
-The work runs over chunks of rows of the flattened batch, so temporaries stay in cache and memory stays
-O(chunk x outcomes); NumPy chunks run on a small thread pool (its ufuncs release the GIL).
+Logits go through the measure's row form (:mod:`kldiv._rows`) where it has one, probabilities through its
+reference form. The work runs over chunks of rows of the flattened batch, so temporaries stay in cache and
+memory stays O(chunk x outcomes); NumPy chunks run on a small thread pool (its ufuncs release the GIL). This
+module imports nothing above it: :mod:`kldiv._dispatch` and the autograd bridges call :func:`run`.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _backend, _validate
+from . import _backend, _config, _rows, _validate
 
 
 class Canon(NamedTuple):
@@ -37,28 +36,15 @@ class Measure:
     With ``logits=False`` the gradients are partial derivatives with respect to the probabilities; with
     ``logits=True`` they are with respect to the log-probabilities, and may omit any term of the form
     ``c * p`` (a row constant times the probabilities), which the log-softmax backward removes exactly.
+
+    The optional ``rows`` is the measure's row form (:class:`kldiv._rows.RowForm`), the same divergence over
+    rows of logits, held equal to ``value``/``vjp`` by ``tests/core/test_row_form.py``.
     """
 
     name: str
     value: Callable[..., Any]
     vjp: Callable[..., tuple[Any, ...]]
-
-
-# Elements per chunk and input: 2**15 float32 values are 128 KiB, so a chunk and its temporaries stay in L2
-# (measured best of 2**14..2**18 on the 2-core reference machine).
-NUMPY_CHUNK = 1 << 15
-OTHER_CHUNK = 1 << 22
-_THREADS = max(1, min(8, os.cpu_count() or 1))
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _thread_pool() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="kldiv")
-        return _pool
+    rows: _rows.RowForm | None = None
 
 
 @dataclass
@@ -132,8 +118,10 @@ def _as_dtype(xp: Any, x: Any, dtype: Any) -> Any:
 
 
 def log_softmax_vjp(xp: Any, g: Any, c: Canon) -> Any:
-    """Backward of log-softmax: g - softmax * sum(g)."""
-    return g - c.p * xp.sum(g, axis=-1, keepdims=True)
+    """Backward of log-softmax: g - softmax * sum(g), with its limits where the value is infinite: an infinite
+    g_i stays g_i, and entries of probability 0 get 0 (not 0 * inf)."""
+    total = xp.sum(g, axis=-1, keepdims=True)
+    return xp.where(xp.isinf(g), g, g - xp.where(c.p == 0, 0.0, c.p * total))
 
 
 @dataclass
@@ -176,17 +164,26 @@ def run(
         up_rows = xp.reshape(xp.broadcast_to(upstream, layout.batch), (layout.n_rows,))
     scale = 1.0 / log_base if log_base else None
 
+    form = measure.rows if from_logits else None  # logits take the row form where the measure has one
+    grad_sides = tuple(range(len(layout.rows))) if grad else ()
+
     def chunk(lo: int, hi: int) -> tuple[Any, list[Any] | None]:
-        cs = [
-            canonical(xp, _as_dtype(xp, r[lo:hi], work_dtype), from_logits, check, lo, loc, e)
-            for r, loc, e in zip(layout.rows, locators, eps, strict=True)
-        ]
-        value = measure.value(xp, *cs, **params)
-        grads = None
+        xs = [_as_dtype(xp, r[lo:hi], work_dtype) for r in layout.rows]
+        if form is not None:
+            if check:
+                for x, loc in zip(xs, locators, strict=True):
+                    _validate.check_logit_rows(xp, x, xp.max(x, axis=-1, keepdims=True), lo, loc)
+            value, grads = _rows.evaluate(form, xp, xs, params, grad_sides)
+            value = xp.astype(value, work_dtype)
+        else:
+            cs = [canonical(xp, x, from_logits, check, lo, loc, e) for x, loc, e in zip(xs, locators, eps, strict=True)]
+            value = measure.value(xp, *cs, **params)
+            grads = None
+            if grad:
+                grads = list(measure.vjp(xp, *cs, value, from_logits, **params))
+                if from_logits:
+                    grads = [log_softmax_vjp(xp, g, c) for g, c in zip(grads, cs, strict=True)]
         if grad:
-            grads = list(measure.vjp(xp, *cs, value, from_logits, **params))
-            if from_logits:
-                grads = [log_softmax_vjp(xp, g, c) for g, c in zip(grads, cs, strict=True)]
             if up_rows is not None:
                 weight = xp.astype(up_rows[lo:hi], work_dtype)[:, None]
                 grads = [g * weight for g in grads]
@@ -204,7 +201,8 @@ def _chunked(xp: Any, layout: Layout, chunk: Callable, grad: bool, out_dtype: An
     n, v = layout.n_rows, layout.outcomes
     n_inputs = len(layout.rows)
     is_numpy = xp is np
-    step = max(1, (NUMPY_CHUNK if is_numpy else OTHER_CHUNK) // v)
+    config = _config.get_config()
+    step = max(1, (config.numpy_chunk if is_numpy else config.array_chunk) // v)
     if n == 0:
         kw = {} if is_numpy else {"device": like.device}
         empty_grads = [xp.zeros((0, v), dtype=out_dtype, **kw) for _ in range(n_inputs)] if grad else None
@@ -228,49 +226,7 @@ def _chunked(xp: Any, layout: Layout, chunk: Callable, grad: bool, out_dtype: An
                     for out, g in zip(grads, gs, strict=True):
                         out[a:b] = g
 
-    threads = _THREADS if is_numpy and n * v >= 4 * NUMPY_CHUNK else 1
-    if threads == 1:
-        span(0, n)
-    else:
-        per = -(-n // threads)
-        futures = [_thread_pool().submit(span, lo, min(lo + per, n)) for lo in range(0, n, per)]
-        errors = [f.exception() for f in futures]  # wait for all; report the first error in row order
-        for error in errors:
-            if error is not None:
-                raise error
+    threads = config.threads if is_numpy and n * v >= 4 * config.numpy_chunk else 1
+    per = -(-n // threads)
+    _config.run_parallel([(lo, min(lo + per, n)) for lo in range(0, n, per)], span, threads)
     return values, grads
-
-
-def forward(
-    measure: Measure,
-    inputs: Sequence[Any],
-    names: Sequence[str],
-    **options: Any,
-) -> Any:
-    """Public forward: the measure's value in the batch shape and the inputs' backend.
-
-    PyTorch tensors that require grad go through an autograd Function whose backward is the measure's vjp;
-    JAX arrays through a ``jax.custom_vjp`` with the same vjp.
-    """
-    _backend.namespace(*inputs)  # mixed libraries fail here, before any bridge sees them
-    if _backend.needs_torch_autograd(*inputs):
-        from .nn._autograd import measure_function
-
-        return measure_function(measure, inputs, names, options)
-    if _backend.is_jax(*inputs):
-        from ._jax import measure_function as jax_function
-
-        return jax_function(measure, inputs, names, options)
-    result = run(measure, inputs, names, **options)
-    return result.layout.values(result.values)
-
-
-def gradients(measure: Measure, inputs: Sequence[Any], names: Sequence[str], **options: Any) -> tuple[Any, ...]:
-    """Public vjp: one gradient per input, each in that input's shape."""
-    inputs = [_detach(x) for x in inputs]
-    result = run(measure, inputs, names, grad=True, **options)
-    return tuple(result.layout.gradient(g, i) for i, g in enumerate(result.grads))
-
-
-def _detach(x: Any) -> Any:
-    return x.detach() if _backend.is_torch(x) else x

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _engine, _validate
+from . import _dispatch, _validate
 from .measures import CROSS_ENTROPY, ENTROPY, HELLINGER, JS, KL, RENYI, SKEW_KL, TVD
 
 __all__ = ["entropy", "cross_entropy", "kl", "js", "skew_kl", "tvd", "hellinger", "renyi"]
 
 
 def _pair(measure, p, q, upstream, axis, from_logits, base, validate, params=None):
-    return _engine.gradients(
+    return _dispatch.gradients(
         measure, (p, q), ("p", "q"), upstream=upstream, axis=axis, from_logits=from_logits, base=base,
         validate=validate, params=params,
     )
@@ -45,7 +45,7 @@ def _pair(measure, p, q, upstream, axis, from_logits, base, validate, params=Non
 def entropy(p: Any, *, upstream: Any = None, axis: int = -1, from_logits: bool = False, base: float | None = None,
             validate: bool = True) -> Any:
     """Gradient of sum(upstream * H(P)) with respect to p (or its logits). Returns one array."""
-    (g,) = _engine.gradients(ENTROPY, (p,), ("p",), upstream=upstream, axis=axis, from_logits=from_logits,
+    (g,) = _dispatch.gradients(ENTROPY, (p,), ("p",), upstream=upstream, axis=axis, from_logits=from_logits,
                              base=base, validate=validate)
     return g
 

@@ -16,88 +16,155 @@ from typing import Any
 
 import numpy as np
 
-from . import _engine, _validate
-from ._backend import compiling
+from . import _dispatch, _engine, _rows, _validate
 from ._engine import Canon, Measure
 
 INF = math.inf
 
 
-def _plogr(xp: Any, p: Any, r: Any) -> Any:
-    """``p * r`` with the convention ``0 * r = 0`` (``r`` may be ``±inf`` where ``p = 0``)."""
-    if xp is np:
-        support = p > 0
-        if support.all():  # the common case skips the select, a third of the cost of a KL chunk
-            return p * r
-        return np.where(support, p * r, 0.0)
-    return xp.where(p > 0, p * r, 0.0)
+def _plogr(xp: Any, P: Canon, r: Any) -> Any:
+    """Terms ``p * r`` with ``0 * r = 0`` where the probability is 0 (``P.lp = -inf``, whatever ``r`` is) and ``r``
+    where ``r`` is infinite (a positive probability, even one that underflowed, against an impossible outcome).
+    NaN stays NaN: the selects test for ``-inf``, so they never drop a NaN."""
+    term = P.p * r
+    if xp is np and np.isfinite(r).all():  # the common case skips both selects (a third of a KL chunk's cost)
+        return term
+    return xp.where(P.lp == -INF, 0.0, xp.where(xp.isinf(r), r, term))
 
 
-def _ratio(xp: Any, p: Any, q: Any) -> Any:
+def _ratio(xp: Any, P: Canon, Q: Canon) -> Any:
     """``p / q`` with ``0 / q = 0`` for every ``q``, and ``p / 0 = inf`` for ``p > 0``."""
-    return xp.where(p > 0, p / q, 0.0)
+    return xp.where(P.lp == -INF, 0.0, P.p / Q.p)
 
 
 def _sum(xp: Any, x: Any) -> Any:
     return xp.sum(x, axis=-1)
 
 
-def _weighted_sum(xp: Any, *terms: tuple[float, Any]) -> Any:
-    """``sum_k w_k * _sum(x_k)`` for ``(w_k, x_k)`` pairs. Inside ``torch.compile`` the weights go inside one sum
-    instead: a value that is a single reduction lets Inductor run all of a row's passes in one loop over rows,
-    which a pointwise step on the row sums prevents (see ``kldiv.nn.kernels._compile``)."""
-    if compiling():
-        return _sum(xp, sum(w * x for w, x in terms))
-    return sum(w * _sum(xp, x) for w, x in terms)
+_non_negative = _rows.non_negative
+
+
+def _log_mix(xp: Any, r: Any, w: float) -> Any:
+    """``log(w + (1 - w) e^r)``, the log of a mixture's ratio m / p with r = log(q / p) and m = w p + (1 - w) q,
+    without cancellation near r = 0 and without overflow for large r: ``log1p((1 - w) expm1(r))`` for r <= 0 and
+    ``r + log1p(w expm1(-r))`` for r > 0 (equal on paper). r = -inf gives log w, r = +inf gives +inf."""
+    return xp.where(r > 0, r + xp.log1p(w * xp.expm1(-r)), xp.log1p((1 - w) * xp.expm1(r)))
+
+
+def _zero_where_impossible(xp: Any, S: _rows.Side, term: Any) -> Any:
+    """``term`` with 0 where the side's probability is 0 or underflowed (their terms vanish in the limit)."""
+    return xp.where(S.p == 0, 0.0, term)
 
 
 # --- entropy -------------------------------------------------------------------------------------
 
 
 def _entropy_value(xp, P: Canon) -> Any:
-    return 0.0 - _sum(xp, _plogr(xp, P.p, P.lp))  # 0.0 - x, not -x: no -0.0 for one-hot P
+    return _non_negative(xp, 0.0 - _sum(xp, _plogr(xp, P, P.lp)))  # 0.0 - x, not -x: no -0.0 for one-hot P
 
 
 def _entropy_vjp(xp, P: Canon, value, logits: bool) -> tuple[Any]:
     if logits:
-        return (-_plogr(xp, P.p, P.lp),)  # d/dlog p_i = -p_i (log p_i + 1); the -p_i term drops out
+        return (-_plogr(xp, P, P.lp),)  # d/dlog p_i = -p_i (log p_i + 1); the -p_i term drops out
     return (-(P.lp + 1),)  # +inf at p_i = 0, the one-sided derivative
 
 
-ENTROPY = Measure("entropy", _entropy_value, _entropy_vjp)
+def _entropy_sums(xp, P: _rows.Side) -> tuple[Any]:
+    return (_rows.row_sum(xp, _zero_where_impossible(xp, P, P.p * P.x)),)
+
+
+def _entropy_finish(xp, sums, log_z) -> Any:
+    # H = -sum p (x - log z) = log z - sum p x
+    return _non_negative(xp, log_z - sums[0])
+
+
+def _entropy_grad(xp, sides, sums, i) -> Any:
+    # -p (log p + H) = -p (x - sum p x): the row constant log z cancels
+    (P,) = sides
+    return _zero_where_impossible(xp, P, P.p * (xp.astype(sums[0], P.x.dtype)[..., None] - P.x))
+
+
+ENTROPY = Measure("entropy", _entropy_value, _entropy_vjp, _rows.RowForm(_entropy_sums, _entropy_finish, _entropy_grad))
 
 
 # --- cross-entropy -------------------------------------------------------------------------------
 
 
 def _cross_entropy_value(xp, P: Canon, Q: Canon) -> Any:
-    return 0.0 - _sum(xp, _plogr(xp, P.p, Q.lp))
+    return _non_negative(xp, 0.0 - _sum(xp, _plogr(xp, P, Q.lp)))
 
 
 def _cross_entropy_vjp(xp, P: Canon, Q: Canon, value, logits: bool) -> tuple[Any, Any]:
     if logits:
-        return -_plogr(xp, P.p, Q.lp), -P.p
-    return -Q.lp, -_ratio(xp, P.p, Q.p)
+        return -_plogr(xp, P, Q.lp), -P.p
+    return -Q.lp, -_ratio(xp, P, Q)
 
 
-CROSS_ENTROPY = Measure("cross_entropy", _cross_entropy_value, _cross_entropy_vjp)
+def _infinite_where_missing(xp, P: _rows.Side, Q: _rows.Side, term: Any, sign: float) -> Any:
+    """``term`` with 0 where P's probability is 0 and ``sign * inf`` where P is possible (its logit finite, even if
+    its probability underflowed) but Q is not: the terms of KL and cross-entropy at the support's edges."""
+    term = xp.where(P.x == -INF, 0.0, term)
+    return xp.where((Q.x == -INF) & (P.x > -INF), sign * INF, term)
+
+
+def _cross_entropy_sums(xp, P: _rows.Side, Q: _rows.Side) -> tuple[Any]:
+    return (_rows.row_sum(xp, _infinite_where_missing(xp, P, Q, P.p * Q.x, -1.0)),)
+
+
+def _cross_entropy_finish(xp, sums, log_z_p, log_z_q) -> Any:
+    # H(P, Q) = -sum p (y - log z_q) = log z_q - sum p y, with y Q's shifted logits
+    return _non_negative(xp, _rows.poison(xp, log_z_q - sums[0], log_z_p))
+
+
+def _cross_entropy_grad(xp, sides, sums, i) -> Any:
+    P, Q = sides
+    if i == 1:
+        return Q.p - P.p
+    # -p (log q + H) = p (sum p y - y): inf where q_i = 0 < p_i, -inf elsewhere on P's support when H = inf
+    g = _zero_where_impossible(xp, P, P.p * (xp.astype(sums[0], P.x.dtype)[..., None] - Q.x))
+    return xp.where((Q.x == -INF) & (P.x > -INF), INF, g)
+
+
+CROSS_ENTROPY = Measure(
+    "cross_entropy", _cross_entropy_value, _cross_entropy_vjp,
+    _rows.RowForm(_cross_entropy_sums, _cross_entropy_finish, _cross_entropy_grad),
+)
 
 
 # --- KL --------------------------------------------------------------------------------------------
 
 
 def _kl_value(xp, P: Canon, Q: Canon) -> Any:
-    return _sum(xp, _plogr(xp, P.p, P.lp - Q.lp))
+    return _non_negative(xp, _sum(xp, _plogr(xp, P, P.lp - Q.lp)))
 
 
 def _kl_vjp(xp, P: Canon, Q: Canon, value, logits: bool) -> tuple[Any, Any]:
     if logits:
-        return _plogr(xp, P.p, P.lp - Q.lp), -P.p
+        return _plogr(xp, P, P.lp - Q.lp), -P.p
     # d/dp_i = log(p_i / q_i) + 1 (-inf at p_i = 0 < q_i, +inf where q_i = 0); d/dq_i = -p_i / q_i
-    return xp.where(Q.p > 0, P.lp - Q.lp, INF) + 1, -_ratio(xp, P.p, Q.p)
+    return xp.where(Q.lp == -INF, INF, P.lp - Q.lp) + 1, -_ratio(xp, P, Q)
 
 
-KL = Measure("kl", _kl_value, _kl_vjp)
+def _kl_sums(xp, P: _rows.Side, Q: _rows.Side) -> tuple[Any]:
+    return (_rows.row_sum(xp, _infinite_where_missing(xp, P, Q, P.p * (P.x - Q.x), 1.0)),)
+
+
+def _kl_finish(xp, sums, log_z_p, log_z_q) -> Any:
+    # KL = sum p (x - log z_p - y + log z_q) = sum p (x - y) + log z_q - log z_p (sum p = 1), the row constants
+    # combined in float64: near P = Q the sum and the constants cancel to the small KL
+    return _non_negative(xp, sums[0] + (log_z_q - log_z_p))
+
+
+def _kl_grad(xp, sides, sums, i) -> Any:
+    P, Q = sides
+    if i == 1:
+        return Q.p - P.p
+    # p (log p - log q - KL) = p (x - y - sum p (x - y)): the row constants cancel
+    g = _zero_where_impossible(xp, P, P.p * ((P.x - Q.x) - xp.astype(sums[0], P.x.dtype)[..., None]))
+    return xp.where((Q.x == -INF) & (P.x > -INF), INF, g)
+
+
+KL = Measure("kl", _kl_value, _kl_vjp, _rows.RowForm(_kl_sums, _kl_finish, _kl_grad))
 
 
 # --- Jensen-Shannon --------------------------------------------------------------------------------
@@ -112,7 +179,7 @@ def _js_value(xp, P: Canon, Q: Canon, *, weight: float) -> Any:
     if weight in (0.0, 1.0):  # M equals one side and the other side has weight 0
         return xp.zeros_like(P.p[..., 0])
     _, lm = _mixture(xp, P, Q, weight)
-    return _weighted_sum(xp, (weight, _plogr(xp, P.p, P.lp - lm)), (1 - weight, _plogr(xp, Q.p, Q.lp - lm)))
+    return _non_negative(xp, weight * _sum(xp, _plogr(xp, P, P.lp - lm)) + (1 - weight) * _sum(xp, _plogr(xp, Q, Q.lp - lm)))
 
 
 def _js_vjp(xp, P: Canon, Q: Canon, value, logits: bool, *, weight: float) -> tuple[Any, Any]:
@@ -120,7 +187,7 @@ def _js_vjp(xp, P: Canon, Q: Canon, value, logits: bool, *, weight: float) -> tu
         return xp.zeros_like(P.p), xp.zeros_like(Q.p)
     m, lm = _mixture(xp, P, Q, weight)
     if logits:
-        return weight * _plogr(xp, P.p, P.lp - lm), (1 - weight) * _plogr(xp, Q.p, Q.lp - lm)
+        return weight * _plogr(xp, P, P.lp - lm), (1 - weight) * _plogr(xp, Q, Q.lp - lm)
     # d/dp_i = w log(p_i / m_i); where p_i = q_i = 0 the limit is w log(1 / w)
     return (
         weight * xp.where(m > 0, P.lp - lm, -math.log(weight)),
@@ -128,7 +195,37 @@ def _js_vjp(xp, P: Canon, Q: Canon, value, logits: bool, *, weight: float) -> tu
     )
 
 
-JS = Measure("js", _js_value, _js_vjp)
+def _js_terms(xp, P: _rows.Side, Q: _rows.Side, weight: float) -> tuple[Any, Any]:
+    """p log(p / m) and q log(q / m) per entry, from r = log(q / p) (see :func:`_log_mix`)."""
+    r = _rows.log_ratio(xp, P, Q)
+    h_p = _zero_where_impossible(xp, P, -P.p * _log_mix(xp, r, weight))
+    h_q = _zero_where_impossible(xp, Q, -Q.p * _log_mix(xp, -r, 1 - weight))
+    return h_p, h_q
+
+
+def _js_sums(xp, P: _rows.Side, Q: _rows.Side, *, weight: float) -> tuple[Any, Any]:
+    if weight in (0.0, 1.0):
+        zero = _rows.row_sum(xp, 0.0 * P.p)
+        return zero, zero
+    h_p, h_q = _js_terms(xp, P, Q, weight)
+    return _rows.row_sum(xp, h_p), _rows.row_sum(xp, h_q)  # KL(P || M), KL(Q || M)
+
+
+def _js_finish(xp, sums, log_z_p, log_z_q, *, weight: float) -> Any:
+    return _non_negative(xp, _rows.poison(xp, weight * sums[0] + (1 - weight) * sums[1], log_z_p, log_z_q))
+
+
+def _js_grad(xp, sides, sums, i, *, weight: float) -> Any:
+    P, Q = sides
+    if weight in (0.0, 1.0):
+        return 0.0 * sides[i].p
+    # w (h_p - p KL(P || M)) for P, (1 - w) (h_q - q KL(Q || M)) for Q
+    h = _js_terms(xp, P, Q, weight)[i]
+    s = sides[i]
+    return (weight if i == 0 else 1 - weight) * (h - s.p * xp.astype(sums[i], s.x.dtype)[..., None])
+
+
+JS = Measure("js", _js_value, _js_vjp, _rows.RowForm(_js_sums, _js_finish, _js_grad))
 
 
 # --- skew KL -----------------------------------------------------------------------------------------
@@ -136,28 +233,67 @@ JS = Measure("js", _js_value, _js_vjp)
 
 def _skew_kl_value(xp, P: Canon, Q: Canon, *, alpha: float) -> Any:
     _, lm = _mixture(xp, P, Q, alpha)
-    return _sum(xp, _plogr(xp, P.p, P.lp - lm))
+    return _non_negative(xp, _sum(xp, _plogr(xp, P, P.lp - lm)))
 
 
 def _skew_kl_vjp(xp, P: Canon, Q: Canon, value, logits: bool, *, alpha: float) -> tuple[Any, Any]:
     if alpha == 0:
         return _kl_vjp(xp, P, Q, value, logits)
     m, lm = _mixture(xp, P, Q, alpha)
-    p_over_m = _ratio(xp, P.p, m)  # finite: m >= alpha p > 0 wherever p > 0
+    p_over_m = _ratio(xp, P, Canon(m, lm))  # finite: m >= alpha p > 0 wherever p > 0
     if logits:
-        return _plogr(xp, P.p, P.lp - lm) - alpha * P.p * p_over_m, -(1 - alpha) * Q.p * p_over_m
+        return _plogr(xp, P, P.lp - lm) - alpha * P.p * p_over_m, -(1 - alpha) * Q.p * p_over_m
     # d/dp_i = log(p_i / m_i) + 1 - alpha p_i / m_i; where p_i = q_i = 0 the log term's limit is -log(alpha)
     return xp.where(m > 0, P.lp - lm, -math.log(alpha)) + 1 - alpha * p_over_m, -(1 - alpha) * p_over_m
 
 
-SKEW_KL = Measure("skew_kl", _skew_kl_value, _skew_kl_vjp)
+def _skew_terms(xp, P: _rows.Side, Q: _rows.Side, alpha: float) -> tuple[Any, Any]:
+    """p log(p / m) and p / m per entry (m = alpha p + (1 - alpha) q; both 0 where p is)."""
+    log_m_over_p = _log_mix(xp, _rows.log_ratio(xp, P, Q), alpha)
+    return (
+        _zero_where_impossible(xp, P, -P.p * log_m_over_p),
+        _zero_where_impossible(xp, P, xp.exp(-log_m_over_p)),
+    )
+
+
+def _skew_kl_sums(xp, P: _rows.Side, Q: _rows.Side, *, alpha: float) -> tuple[Any, ...]:
+    if alpha == 0:
+        return _kl_sums(xp, P, Q)
+    if alpha == 1:  # M = P
+        zero = _rows.row_sum(xp, 0.0 * P.p)
+        return zero, zero
+    h, ratio = _skew_terms(xp, P, Q, alpha)
+    return _rows.row_sum(xp, h), _rows.row_sum(xp, P.p * ratio)  # the value, and T = sum p^2 / m
+
+
+def _skew_kl_finish(xp, sums, log_z_p, log_z_q, *, alpha: float) -> Any:
+    if alpha == 0:
+        return _kl_finish(xp, sums, log_z_p, log_z_q)
+    return _non_negative(xp, _rows.poison(xp, sums[0], log_z_p, log_z_q))
+
+
+def _skew_kl_grad(xp, sides, sums, i, *, alpha: float) -> Any:
+    if alpha == 0:
+        return _kl_grad(xp, sides, sums, i)
+    P, Q = sides
+    if alpha == 1:
+        return 0.0 * sides[i].p
+    h, ratio = _skew_terms(xp, P, Q, alpha)
+    value, t = (xp.astype(s, P.x.dtype)[..., None] for s in sums)
+    if i == 0:  # g - p sum(g) with g = h - alpha p (p / m)
+        return h - alpha * P.p * ratio - P.p * (value - alpha * t)
+    # g = -(1 - alpha) q (p / m), and sum(g) = -(1 - alpha T) because alpha T + (1 - alpha) sum q p / m = sum p = 1
+    return Q.p * ((1 - alpha * t) - (1 - alpha) * ratio)
+
+
+SKEW_KL = Measure("skew_kl", _skew_kl_value, _skew_kl_vjp, _rows.RowForm(_skew_kl_sums, _skew_kl_finish, _skew_kl_grad))
 
 
 # --- total variation ---------------------------------------------------------------------------------
 
 
 def _tvd_value(xp, P: Canon, Q: Canon) -> Any:
-    return _weighted_sum(xp, (0.5, xp.abs(P.p - Q.p)))
+    return _non_negative(xp, 0.5 * _sum(xp, xp.abs(P.p - Q.p)))
 
 
 def _tvd_vjp(xp, P: Canon, Q: Canon, value, logits: bool) -> tuple[Any, Any]:
@@ -165,7 +301,33 @@ def _tvd_vjp(xp, P: Canon, Q: Canon, value, logits: bool) -> tuple[Any, Any]:
     return (P.p * s, -Q.p * s) if logits else (s, -s)
 
 
-TVD = Measure("tvd", _tvd_value, _tvd_vjp)
+def _tvd_terms(xp, P: _rows.Side, Q: _rows.Side) -> tuple[Any, Any]:
+    """|p - q| and sign(p - q) per entry, from r = log(q / p): |p - q| = q (1 - e^-r) where q > p and
+    p (1 - e^r) elsewhere, each exact to the working precision even when p and q agree to many digits."""
+    both_zero = (P.x == -INF) & (Q.x == -INF)
+    r = xp.where(both_zero, 0.0, _rows.log_ratio(xp, P, Q))
+    diff = xp.where(r > 0, -Q.p * xp.expm1(-r), -P.p * xp.expm1(r))
+    return diff, -xp.sign(r)
+
+
+def _tvd_sums(xp, P: _rows.Side, Q: _rows.Side) -> tuple[Any, Any, Any]:
+    diff, sign = _tvd_terms(xp, P, Q)
+    return _rows.row_sum(xp, diff), _rows.row_sum(xp, P.p * sign), _rows.row_sum(xp, Q.p * sign)
+
+
+def _tvd_finish(xp, sums, log_z_p, log_z_q) -> Any:
+    return _non_negative(xp, _rows.poison(xp, 0.5 * sums[0], log_z_p, log_z_q))
+
+
+def _tvd_grad(xp, sides, sums, i) -> Any:
+    # p s - p sum(p s) for P and -(q s - q sum(q s)) for Q, s = sign(p - q) / 2
+    s = sides[i]
+    sign = _tvd_terms(xp, *sides)[1]
+    g = 0.5 * s.p * (sign - xp.astype(sums[1 + i], s.x.dtype)[..., None])
+    return g if i == 0 else -g
+
+
+TVD = Measure("tvd", _tvd_value, _tvd_vjp, _rows.RowForm(_tvd_sums, _tvd_finish, _tvd_grad))
 
 
 # --- Hellinger ---------------------------------------------------------------------------------------
@@ -175,17 +337,17 @@ def _hellinger_value(xp, P: Canon, Q: Canon) -> Any:
     # sqrt(1 - sum sqrt(p q)) equals sqrt(sum (sqrt p - sqrt q)^2 / 2) on the simplex; the second form
     # has no cancellation near P = Q and is never negative.
     h2 = 0.5 * _sum(xp, (xp.sqrt(P.p) - xp.sqrt(Q.p)) ** 2)
-    return xp.sqrt(xp.clip(h2, 0.0, 1.0))
+    return xp.sqrt(xp.where(h2 > 1, 1.0, _non_negative(xp, h2)))
 
 
 def _hellinger_vjp(xp, P: Canon, Q: Canon, value, logits: bool) -> tuple[Any, Any]:
     # H = sqrt(1 - sum sqrt(p q)): dH/dp_i = -sqrt(q_i / p_i) / (4 H). H is not differentiable where
     # P = Q (H = 0); there the gradient returned is 0, the gradient at the minimum.
-    denominator = xp.where(value > 0, 4 * value, INF)[:, None]
+    denominator = xp.where(value > 0, 4 * value, INF)[..., None]
     if logits:
         g = -(xp.sqrt(P.p) * xp.sqrt(Q.p)) / denominator
         return g, g
-    return -xp.sqrt(_ratio(xp, Q.p, P.p)) / denominator, -xp.sqrt(_ratio(xp, P.p, Q.p)) / denominator
+    return -xp.sqrt(_ratio(xp, Q, P)) / denominator, -xp.sqrt(_ratio(xp, P, Q)) / denominator
 
 
 HELLINGER = Measure("hellinger", _hellinger_value, _hellinger_vjp)
@@ -196,23 +358,39 @@ HELLINGER = Measure("hellinger", _hellinger_value, _hellinger_vjp)
 
 def _renyi_terms(xp, P: Canon, Q: Canon, alpha: float) -> tuple[Any, Any]:
     """log(p_i^a q_i^(1-a)) (``-inf`` where p_i = 0) and its log-sum-exp over the row."""
-    t = xp.where(P.p > 0, alpha * P.lp + (1 - alpha) * Q.lp, -INF)
+    t = xp.where(P.lp == -INF, -INF, alpha * P.lp + (1 - alpha) * Q.lp)
     top = xp.max(t, axis=-1, keepdims=True)
-    top = xp.where(xp.isfinite(top), top, 0.0)
+    top = xp.where(xp.isinf(top), 0.0, top)
     return t, top[..., 0] + xp.log(_sum(xp, xp.exp(t - top)))
 
 
 def _renyi_max_terms(xp, P: Canon, Q: Canon) -> Any:
-    return xp.where(P.p > 0, P.lp - Q.lp, -INF)
+    return xp.where(P.lp == -INF, -INF, P.lp - Q.lp)
+
+
+# For |alpha - 1| below this the value uses the series log S = log1p(sum p expm1((a - 1) log(p / q))), exact on
+# the simplex (it uses sum p = 1) where the log-sum-exp form cancels: S -> 1 as alpha -> 1, and log S ~ (a - 1) KL
+# is lost to rounding (alpha = 1 + 1e-9 gave -1.1e-7 for a true 2e-8). Off the simplex (validate=False) its
+# partial derivatives differ from the stated formula's along the all-ones direction, as Hellinger's do.
+_RENYI_SERIES_WITHIN = 0.25
 
 
 def _renyi_value(xp, P: Canon, Q: Canon, *, alpha: float) -> Any:
     if alpha == 1:
         return _kl_value(xp, P, Q)
     if alpha == INF:
-        return xp.max(_renyi_max_terms(xp, P, Q), axis=-1)
+        return _non_negative(xp, xp.max(_renyi_max_terms(xp, P, Q), axis=-1))
+    u = alpha - 1
     _, log_s = _renyi_terms(xp, P, Q, alpha)
-    return log_s / (alpha - 1)
+    if abs(u) >= _RENYI_SERIES_WITHIN:
+        return _non_negative(xp, log_s / u)
+    # log S = log(1 + sum p (e^(u d) - 1)) with d = log(p / q): no cancellation as alpha -> 1, and equal to KL's
+    # value continuously there (log1p(u KL + O(u^2)) / u -> KL)
+    ud = u * _renyi_max_terms(xp, P, Q)
+    term = xp.where(ud > 30, xp.exp(P.lp + ud), P.p * xp.expm1(ud))  # e^(ud) >> 1 there: exp(log p + ud) = p e^(ud)
+    series = xp.log1p(_sum(xp, xp.where(P.lp == -INF, 0.0, term)))
+    log_s = xp.where(xp.abs(log_s) < 0.5, series, log_s)  # where log S is large the series may overflow
+    return _non_negative(xp, log_s / u)
 
 
 def _renyi_vjp(xp, P: Canon, Q: Canon, value, logits: bool, *, alpha: float) -> tuple[Any, Any]:
@@ -223,19 +401,23 @@ def _renyi_vjp(xp, P: Canon, Q: Canon, value, logits: bool, *, alpha: float) -> 
         k = xp.argmax(r, axis=-1, keepdims=True)
         positions = np.arange(r.shape[-1]) if xp is np else xp.arange(r.shape[-1], device=r.device)
         e = xp.astype(positions == k, r.dtype)
-        return (e, -e) if logits else (e * _safe_reciprocal(xp, P.p), -e * _safe_reciprocal(xp, Q.p))
+        if logits:
+            return e, -e
+        return xp.where(e > 0, _safe_reciprocal(xp, P.p), 0.0), -xp.where(e > 0, _safe_reciprocal(xp, Q.p), 0.0)
     t, log_s = _renyi_terms(xp, P, Q, alpha)
-    log_s = xp.where(xp.isfinite(log_s), log_s, INF)[:, None]  # infinite rows get zero weights
-    weight = xp.exp(t - log_s)  # p_i^a q_i^(1-a) / sum_j p_j^a q_j^(1-a)
+    log_s = xp.where(xp.isfinite(log_s), log_s, INF)[..., None]  # infinite rows get zero weights
     if logits:
-        return (alpha / (alpha - 1)) * weight, -weight
-    # d/dp_i = a/(a-1) p_i^(a-1) q_i^(1-a) / S and d/dq_i = -p_i^a q_i^(-a) / S, with their limits at zero
+        # d/dlog p_i = a/(a-1) w_i with w_i = p_i^a q_i^(1-a) / S; returned less the row constant a/(a-1) p_i
+        # (which the log-softmax backward removes): p_i expm1(t_i - log p_i - log S) has no cancellation near a = 1
+        shifted = xp.where(P.lp == -INF, 0.0, P.p * xp.expm1(xp.where(P.lp == -INF, 0.0, t - P.lp) - log_s))
+        return (alpha / (alpha - 1)) * shifted, -xp.exp(t - log_s)
+    # with w_i = p_i^a q_i^(1-a) / S: d/dp_i = a/(a-1) p_i^(a-1) q_i^(1-a) / S and d/dq_i = -p_i^a q_i^(-a) / S, with their limits at zero
     if alpha == 0:
         grad_p = xp.zeros_like(P.p)
     else:
         at_zero = INF if alpha < 1 else 0.0
-        grad_p = (alpha / (alpha - 1)) * xp.where(P.p > 0, xp.exp(t - log_s - P.lp), at_zero)
-    grad_q = -xp.where(Q.p > 0, xp.exp(t - log_s - Q.lp), xp.where(P.p > 0, INF, 0.0))
+        grad_p = (alpha / (alpha - 1)) * xp.where(P.lp == -INF, at_zero, xp.exp(t - log_s - P.lp))
+    grad_q = -xp.where(Q.lp == -INF, xp.where(P.lp == -INF, 0.0, INF), xp.exp(t - log_s - Q.lp))
     return grad_p, grad_q
 
 
@@ -272,14 +454,14 @@ _PQ = "p, q: distributions P and Q (NumPy, PyTorch, JAX or CuPy arrays, or neste
 
 def entropy(p: Any, *, axis: int = -1, from_logits: bool = False, base: float | None = None, validate: bool = True):
     """Shannon entropy H(P) = -sum_i p_i log p_i, with 0 log 0 = 0."""
-    return _engine.forward(ENTROPY, (p,), ("p",), axis=axis, from_logits=from_logits, base=base, validate=validate)
+    return _dispatch.forward(ENTROPY, (p,), ("p",), axis=axis, from_logits=from_logits, base=base, validate=validate)
 
 
 def cross_entropy(
     p: Any, q: Any, *, axis: int = -1, from_logits: bool = False, base: float | None = None, validate: bool = True
 ):
     """Cross-entropy H(P, Q) = -sum_i p_i log q_i = H(P) + KL(P || Q); +inf where q_i = 0 < p_i."""
-    return _engine.forward(
+    return _dispatch.forward(
         CROSS_ENTROPY, (p, q), ("p", "q"), axis=axis, from_logits=from_logits, base=base, validate=validate
     )
 
@@ -292,7 +474,7 @@ def kl(p: Any, q: Any, *, axis: int = -1, from_logits: bool = False, base: float
 
     References: Kullback and Leibler (1951), On Information and Sufficiency, eq. 2.4.
     """
-    return _engine.forward(KL, (p, q), ("p", "q"), axis=axis, from_logits=from_logits, base=base, validate=validate)
+    return _dispatch.forward(KL, (p, q), ("p", "q"), axis=axis, from_logits=from_logits, base=base, validate=validate)
 
 
 def js(
@@ -313,7 +495,7 @@ def js(
     References: Lin (1991), Divergence measures based on the Shannon entropy, eq. 4.1.
     """
     w = _validate.check_in_unit_interval("weight", weight)
-    return _engine.forward(
+    return _dispatch.forward(
         JS, (p, q), ("p", "q"), axis=axis, from_logits=from_logits, base=base, validate=validate, params={"weight": w}
     )
 
@@ -333,14 +515,14 @@ def skew_kl(
     References: Lee (1999), Measures of distributional similarity; Ko et al. (2024), DistiLLM, eq. 4.
     """
     a = _validate.check_in_unit_interval("alpha", alpha)
-    return _engine.forward(
+    return _dispatch.forward(
         SKEW_KL, (p, q), ("p", "q"), axis=axis, from_logits=from_logits, base=base, validate=validate, params={"alpha": a}
     )
 
 
 def tvd(p: Any, q: Any, *, axis: int = -1, from_logits: bool = False, validate: bool = True):
     """Total variation distance TVD(P, Q) = 1/2 sum_i |p_i - q_i|, in [0, 1]; Pinsker: TVD <= sqrt(KL / 2)."""
-    return _engine.forward(TVD, (p, q), ("p", "q"), axis=axis, from_logits=from_logits, validate=validate)
+    return _dispatch.forward(TVD, (p, q), ("p", "q"), axis=axis, from_logits=from_logits, validate=validate)
 
 
 def hellinger(p: Any, q: Any, *, axis: int = -1, from_logits: bool = False, validate: bool = True):
@@ -351,7 +533,7 @@ def hellinger(p: Any, q: Any, *, axis: int = -1, from_logits: bool = False, vali
     probabilities are the partial derivatives of the stated form; off the simplex (``validate=False``) the two
     forms differ by a term along the all-ones direction.
     """
-    return _engine.forward(HELLINGER, (p, q), ("p", "q"), axis=axis, from_logits=from_logits, validate=validate)
+    return _dispatch.forward(HELLINGER, (p, q), ("p", "q"), axis=axis, from_logits=from_logits, validate=validate)
 
 
 def renyi(
@@ -372,7 +554,7 @@ def renyi(
     References: Rényi (1961), On measures of entropy and information; van Erven and Harremoës (2014), eq. 1.
     """
     a = _validate.check_renyi_alpha(alpha)
-    return _engine.forward(
+    return _dispatch.forward(
         RENYI, (p, q), ("p", "q"), axis=axis, from_logits=from_logits, base=base, validate=validate, params={"alpha": a}
     )
 

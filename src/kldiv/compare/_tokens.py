@@ -10,14 +10,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import _backend, _engine, _validate
+from .. import _backend, _config, _engine, _validate
 from ..measures import JS, KL, TVD
-
-# Elements per input and row block: 2**18 float32 values are 1 MiB, so a block of both inputs and the
-# measures' temporaries stays in the L2/L3 cache on CPU; accelerators take far larger blocks.
-CPU_BLOCK = 1 << 18
-DEVICE_BLOCK = 1 << 24
-
 
 class TokenValues(NamedTuple):
     """Per-token values of a chunk, as float64 NumPy arrays (one entry per row)."""
@@ -117,7 +111,8 @@ def token_values(
     work = _backend.compute_dtype(xp, reference.dtype)
     reference, other = xp.astype(reference, work), xp.astype(other, work)
     on_cpu = isinstance(reference, np.ndarray)
-    step = max(1, (CPU_BLOCK if on_cpu else DEVICE_BLOCK) // v)
+    config = _config.get_config()
+    step = max(1, (config.compare_cpu_block if on_cpu else config.compare_device_block) // v)
     k_max = min(max(top_k), v)
     spans = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
 
@@ -125,15 +120,7 @@ def token_values(
         lab = labels[lo:hi] if labels is not None else None
         return _block(xp, reference[lo:hi], other[lo:hi], lab, reverse, k_max, row0 + lo, locators)
 
-    if on_cpu and len(spans) > 1 and _engine._THREADS > 1:
-        futures = [_engine._thread_pool().submit(run, lo, hi) for lo, hi in spans]
-        errors = [f.exception() for f in futures]  # wait for all; report the first error in row order
-        for error in errors:
-            if error is not None:
-                raise error
-        blocks = [f.result() for f in futures]
-    else:
-        blocks = [run(lo, hi) for lo, hi in spans]
+    blocks = _config.run_parallel(spans, run, config.threads if on_cpu else 1)
     cat = (lambda key: np.concatenate([blk[key] for blk in blocks])) if xp is np else (
         lambda key: xp.concat([blk[key] for blk in blocks]))
     keys = ("kld", "js", "tvd", "ref_top", "other_top") + (("lr", "lo") if labels is not None else ())

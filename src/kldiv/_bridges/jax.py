@@ -7,7 +7,7 @@ from typing import Any
 
 import jax
 
-from . import _engine
+from .. import _engine
 
 
 def measure_function(measure: _engine.Measure, inputs: Any, names: Any, options: dict) -> Any:

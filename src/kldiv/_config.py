@@ -1,0 +1,144 @@
+"""Every tunable of kldiv in one place: compile policy, thread pool, chunk sizes and thresholds.
+
+One immutable :class:`Config` is in effect at a time, per thread and asyncio task (a ``contextvars`` variable):
+read it with :func:`get_config`, change it for the process with :func:`set_config`, or for a block of code with
+:func:`config_context`::
+
+    with kldiv.config_context(compile="never"):
+        loss = loss_fn(student, teacher)
+
+The environment variable ``KLDIV_COMPILE`` (``auto``, ``always``, ``never``) gives the default compile policy;
+it is read when the configuration is first needed, not at import.
+
+The sizes were measured on the 2-core reference machine (see ``benchmarks/RESULTS.md``); they are elements
+(numbers) per chunk of rows unless the name says otherwise.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+COMPILE_MODES = ("auto", "always", "never")
+
+
+@dataclass(frozen=True)
+class Config:
+    """kldiv's settings.
+
+    Attributes:
+      compile: when the PyTorch kernels use ``torch.compile``: "auto" (calls with at least
+        ``compile_min_elements`` logits), "always" or "never". A compilation failure is remembered per kernel,
+        which then runs eagerly (same numbers, slower) with one warning.
+      compile_min_elements: the size from which compilation pays for its seconds of compile time.
+      threads: NumPy chunks run on a pool of this many threads (NumPy's ufuncs release the GIL).
+      numpy_chunk: elements per input and chunk on the NumPy path; 2**15 float32 values (128 KiB) keep a chunk
+        and its temporaries in L2 (best of 2**14..2**18).
+      array_chunk: elements per chunk for other array libraries (torch, JAX, CuPy) in the core API.
+      eager_chunk: elements per chunk of the eager ``kldiv.nn`` kernels; 2**18 float32 (1 MiB) per temporary
+        stays in L2 between the kernel's operations.
+      compiled_chunk: elements per call of a compiled ``kldiv.nn`` kernel; its rows stay in cache whatever the
+        chunk (one loop per row), and fewer, larger calls measured faster.
+      fused_chunk: logits per chunk of the fused linear loss (2**23: 32 MiB in float32).
+      compare_cpu_block, compare_device_block: elements per row block of ``kldiv.compare``'s eager path.
+      pairwise_block: elements per block of broadcast pairs in ``kldiv.pairwise``.
+      huge_page_min_bytes: CPU gradient buffers from this size up are allocated in transparent huge pages.
+    """
+
+    compile: str = "auto"
+    compile_min_elements: int = 1 << 22
+    threads: int = max(1, min(8, os.cpu_count() or 1))
+    numpy_chunk: int = 1 << 15
+    array_chunk: int = 1 << 22
+    eager_chunk: int = 1 << 18
+    compiled_chunk: int = 1 << 23
+    fused_chunk: int = 1 << 23
+    compare_cpu_block: int = 1 << 18
+    compare_device_block: int = 1 << 24
+    pairwise_block: int = 1 << 20
+    huge_page_min_bytes: int = 1 << 26
+
+    def __post_init__(self) -> None:
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {', '.join(map(repr, COMPILE_MODES))}, got {self.compile!r}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name != "compile" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{f.name} must be a positive integer, got {value!r}")
+
+
+_current: contextvars.ContextVar[Config | None] = contextvars.ContextVar("kldiv_config", default=None)
+_process_default: Config | None = None
+_lock = threading.Lock()
+
+
+def _default() -> Config:
+    global _process_default
+    with _lock:
+        if _process_default is None:
+            mode = os.environ.get("KLDIV_COMPILE", "auto")
+            if mode not in COMPILE_MODES:
+                raise ValueError(f"the environment variable KLDIV_COMPILE must be auto, always or never, got {mode!r}")
+            _process_default = Config(compile=mode)
+        return _process_default
+
+
+def get_config() -> Config:
+    """The configuration in effect here (the scoped one inside :func:`config_context`)."""
+    return _current.get() or _default()
+
+
+def set_config(**changes: Any) -> Config:
+    """Change settings for the whole process (outside any :func:`config_context`); returns the previous
+    configuration. Unknown names are a ``TypeError``, bad values a ``ValueError``."""
+    global _process_default
+    previous = _default()
+    updated = dataclasses.replace(previous, **changes)
+    with _lock:
+        _process_default = updated
+    return previous
+
+
+@contextmanager
+def config_context(**changes: Any) -> Iterator[Config]:
+    """Change settings inside a ``with`` block only (this thread or task); yields the configuration in effect."""
+    config = dataclasses.replace(get_config(), **changes)
+    token = _current.set(config)
+    try:
+        yield config
+    finally:
+        _current.reset(token)
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_threads = 0
+
+
+def thread_pool(threads: int) -> ThreadPoolExecutor:
+    """A shared pool with at least ``threads`` workers (created on first use, grown when asked for more)."""
+    global _pool, _pool_threads
+    with _lock:
+        if _pool is None or _pool_threads < threads:
+            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kldiv")
+            _pool_threads = threads
+        return _pool
+
+
+def run_parallel(spans: list[tuple[int, int]], work: Any, threads: int) -> list[Any]:
+    """``work(lo, hi)`` for each span, on the pool when ``threads > 1``; results in order, and the first
+    error in span order raised after all spans finished."""
+    if threads <= 1 or len(spans) <= 1:
+        return [work(lo, hi) for lo, hi in spans]
+    futures = [thread_pool(threads).submit(work, lo, hi) for lo, hi in spans]
+    errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
+    return [f.result() for f in futures]

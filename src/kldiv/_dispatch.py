@@ -1,0 +1,36 @@
+"""Which backend runs a measure: the NumPy/array engine, or an autograd bridge around it.
+
+PyTorch tensors that require grad go through a ``torch.autograd.Function`` whose backward is the measure's vjp
+(:mod:`kldiv._bridges.torch`); JAX arrays through a ``jax.custom_vjp`` with the same vjp
+(:mod:`kldiv._bridges.jax`); everything else straight to :func:`kldiv._engine.run`. The bridges are imported
+only when their framework's arrays arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from . import _backend, _engine
+
+
+def forward(measure: _engine.Measure, inputs: Sequence[Any], names: Sequence[str], **options: Any) -> Any:
+    """Public forward: the measure's value in the batch shape and the inputs' backend."""
+    _backend.namespace(*inputs)  # mixed libraries fail here, before any bridge sees them
+    if _backend.needs_torch_autograd(*inputs):
+        from ._bridges.torch import measure_function
+
+        return measure_function(measure, inputs, names, options)
+    if _backend.is_jax(*inputs):
+        from ._bridges.jax import measure_function
+
+        return measure_function(measure, inputs, names, options)
+    result = _engine.run(measure, inputs, names, **options)
+    return result.layout.values(result.values)
+
+
+def gradients(measure: _engine.Measure, inputs: Sequence[Any], names: Sequence[str], **options: Any) -> tuple[Any, ...]:
+    """Public vjp: one gradient per input, each in that input's shape."""
+    inputs = [x.detach() if _backend.is_torch(x) else x for x in inputs]
+    result = _engine.run(measure, inputs, names, grad=True, **options)
+    return tuple(result.layout.gradient(g, i) for i, g in enumerate(result.grads))

@@ -83,10 +83,40 @@ def check_upstream_shape(shape: tuple[int, ...], batch: tuple[int, ...]) -> None
         )
 
 
-def sum_tolerance(eps: float) -> float:
-    """How far a sum of probabilities may stray from 1: the square root of the input dtype's epsilon
-    (1.5e-8 would be too strict for data normalised in float32, so never below 1e-6)."""
-    return max(1e-6, math.sqrt(eps))
+def sum_tolerance(eps: float, outcomes: int = 1, smallest_normal: float | None = None) -> float:
+    """How far a sum of probabilities stored with machine epsilon ``eps`` may stray from 1.
+
+    float32 and float64 (``eps <= 2**-23``): ``max(1e-6, sqrt(eps))``, which accepts float64 data normalised in
+    float32 (1.5e-8 would be too strict) and float32 data from any careful normalisation.
+
+    Half precision (float16, bfloat16, given their ``smallest_normal`` ``tiny``): what rounding can produce and no
+    more. Rounding to nearest moves a stored value by at most half an ulp: ``eps / 2`` of itself, or
+    ``eps / 2 * tiny`` (half the spacing of the subnormals) below ``tiny``; over ``n = outcomes`` values the sum
+    of a true distribution rounded to the dtype moves by at most ``eps / 2 * (1 + n * tiny)``. Normalising in
+    the dtype (``x / x.sum()``, as :func:`kldiv.normalize` does) rounds the divisor once more, which doubles
+    the bound, so the tolerance is ``1.25 * eps * (1 + n * tiny)``: two roundings, with a quarter to spare for
+    their second-order term and the float32 summation of the check itself (``log2(n) * 2**-24`` for a pairwise
+    sum, far smaller). That is 1.2e-3 for float16 over few outcomes (3.6e-3 over 32000, whose probabilities are
+    mostly subnormal) and 9.8e-3 for bfloat16, instead of ``sqrt(eps)``'s 3 % and 8.8 %, which let through
+    inputs that are not distributions and give negative KL. A half-precision format whose ``smallest_normal``
+    is not given (float8) keeps ``sqrt(eps)``.
+    """
+    if eps <= 2.0**-23 or smallest_normal is None:
+        return max(1e-6, math.sqrt(eps))
+    return 1.25 * eps * (1 + outcomes * smallest_normal)
+
+
+def _smallest_normal(xp: Any, eps: float) -> float | None:
+    """The smallest normal number of the namespace's float16 or bfloat16, whichever has machine epsilon ``eps``
+    (the two differ: 2**-10 and 2**-7); None for any other ``eps``. The caller knows the input dtype only by
+    its epsilon, because the chunk it checks is already in the float32 compute dtype."""
+    for name in ("float16", "bfloat16"):
+        dtype = getattr(xp, name, None)
+        if dtype is not None:
+            info = xp.finfo(dtype)
+            if float(info.eps) == eps:
+                return float(info.smallest_normal)
+    return None
 
 
 class Locator:
@@ -134,7 +164,8 @@ def _fmt(v: float) -> str:
 
 
 def check_probability_rows(xp: Any, chunk: Any, row0: int, loc: Locator, eps: float) -> None:
-    """Probabilities must be non-negative, not NaN, and sum to 1 along the distribution axis."""
+    """Probabilities must be non-negative, not NaN, and sum to 1 along the distribution axis, within
+    :func:`sum_tolerance` of the input dtype (``eps`` is its machine epsilon; ``chunk`` may be in a wider dtype)."""
     smallest = float(xp.min(chunk))
     if not smallest >= 0:  # NaN fails this too
         host = _host(xp, chunk)
@@ -147,7 +178,7 @@ def check_probability_rows(xp: Any, chunk: Any, row0: int, loc: Locator, eps: fl
             "(pass from_logits=True if these are logits or log-probabilities)"
         )
     sums = xp.sum(chunk, axis=-1)
-    tolerance = sum_tolerance(eps)
+    tolerance = sum_tolerance(eps, chunk.shape[-1], _smallest_normal(xp, eps))
     if not float(xp.max(xp.abs(sums - 1))) <= tolerance:
         host_sums = _host(xp, sums)
         r = int(np.argmax(~(np.abs(host_sums - 1) <= tolerance)))

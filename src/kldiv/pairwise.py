@@ -1,7 +1,9 @@
 """All-pairs matrices: ``D[i, j] = divergence(P[i], Q[j])`` for ``P`` of shape (n, k) and ``Q`` of shape (m, k).
 
-KL, cross-entropy and Hellinger use matrix products (one BLAS call instead of n * m loops); JS and TVD,
-which have no product form, run the same definitions as :mod:`kldiv.measures` over blocks of pairs.
+KL and cross-entropy use matrix products (one BLAS call instead of n * m loops), accumulated in float64 where
+the namespace has it; JS, TVD and Hellinger, whose product forms cancel or do not exist, run the same definitions
+as :mod:`kldiv.measures` over blocks of pairs. Divergences that are >= 0 by theorem (KL, JS, TVD, Hellinger) are
+never returned negative; NaN (from ``validate=False``) stays NaN.
 """
 
 from __future__ import annotations
@@ -11,15 +13,18 @@ from typing import Any
 
 import numpy as np
 
-from . import _backend, _engine, _validate
-from .measures import JS, TVD, Canon
+from . import _backend, _engine, _rows, _validate
+from .measures import HELLINGER, JS, TVD, Canon
 
 __all__ = ["kl", "cross_entropy", "js", "tvd", "hellinger"]
 
 _BLOCK = 1 << 20  # elements per block of broadcast pairs
 
 
-def _canonical_rows(P: Any, Q: Any, from_logits: bool, validate: bool) -> tuple[Any, Canon, Canon, Any]:
+def _canonical_rows(P: Any, Q: Any, from_logits: bool, validate: bool,
+                    wide: bool = False) -> tuple[Any, Canon, Canon, Any]:
+    """Both sides in canonical form, in the compute dtype, or with ``wide`` in float64 where the namespace (and
+    device) has it; also returns the namespace and the output dtype."""
     xp = _backend.namespace(P, Q)
     canons = []
     arrays = []
@@ -38,6 +43,8 @@ def _canonical_rows(P: Any, Q: Any, from_logits: bool, validate: bool) -> tuple[
         )
     out_dtype = _backend.result_dtype(xp, arrays[0].dtype, arrays[1].dtype)
     work = _backend.compute_dtype(xp, out_dtype)
+    if wide and _rows.wide(xp, arrays[0]) == getattr(xp, "float64", None):
+        work = xp.float64
     check = validate and not any(_backend.is_tracing(a) for a in arrays)
     with np.errstate(divide="ignore", invalid="ignore"):
         for a, name in zip(arrays, ("P", "Q"), strict=True):
@@ -66,37 +73,33 @@ def _cross_term(xp: Any, P: Canon, Q: Canon) -> Any:
 
 
 def kl(P: Any, Q: Any, *, from_logits: bool = False, base: float | None = None, validate: bool = True) -> Any:
-    """Matrix of KL(P_i || Q_j) = -H(P_i) - P_i . log Q_j, shape (n, m).
+    """Matrix of KL(P_i || Q_j) = sum_k p_ik log(p_ik / q_jk) = -H(P_i) - P_i . log Q_j, shape (n, m).
 
-    One matrix product; pairs where Q_j gives 0 to an outcome P_i gives mass are exactly +inf. The result
-    is clipped at 0 from below, since rounding in the product can leave -1e-16 where P_i = Q_j.
+    One matrix product; pairs where Q_j gives 0 to an outcome P_i gives mass are exactly +inf. The logarithms,
+    the entropies and the product are computed in float64 where the namespace has it (float32 and half-precision
+    inputs included) and the result is cast to the inputs' dtype: the two terms are of the size of the entropy
+    while KL of near-identical rows is orders of magnitude smaller, so in float32 the difference would lose all
+    its digits (exactly 0 for P_i != Q_j). Rounding can still leave -1e-16 where P_i = Q_j; KL >= 0 (Gibbs'
+    inequality), so negative values are set to 0 (NaN stays NaN).
+
+    References: Kullback and Leibler (1951), On Information and Sufficiency, eq. 2.4.
     """
     _validate.check_base(base)
-    xp, Pc, Qc, out_dtype = _canonical_rows(P, Q, from_logits, validate)
+    xp, Pc, Qc, out_dtype = _canonical_rows(P, Q, from_logits, validate, wide=True)
     with np.errstate(invalid="ignore"):
         negative_entropy = xp.sum(xp.where(Pc.p > 0, Pc.p * Pc.lp, 0.0), axis=-1)
     d = negative_entropy[:, None] - _cross_term(xp, Pc, Qc)
-    d = xp.where(d > 0, d, 0.0)
-    return _finish(xp, d, out_dtype, base)
+    return _finish(xp, _rows.non_negative(xp, d), out_dtype, base)
 
 
 def cross_entropy(P: Any, Q: Any, *, from_logits: bool = False, base: float | None = None, validate: bool = True) -> Any:
-    """Matrix of H(P_i, Q_j) = -P_i . log Q_j, shape (n, m), +inf where Q_j misses P_i's support."""
-    _validate.check_base(base)
-    xp, Pc, Qc, out_dtype = _canonical_rows(P, Q, from_logits, validate)
-    return _finish(xp, -_cross_term(xp, Pc, Qc), out_dtype, base)
+    """Matrix of H(P_i, Q_j) = -P_i . log Q_j, shape (n, m), +inf where Q_j misses P_i's support.
 
-
-def hellinger(P: Any, Q: Any, *, from_logits: bool = False, validate: bool = True) -> Any:
-    """Matrix of Hellinger distances sqrt(1 - sqrt(P_i) . sqrt(Q_j)), shape (n, m).
-
-    The product is accumulated in float64, so the absolute error near H = 0 is about 1e-8.
+    The product is accumulated in float64 where the namespace has it, like :func:`kl`.
     """
-    xp, Pc, Qc, out_dtype = _canonical_rows(P, Q, from_logits, validate)
-    wide = xp.float64 if hasattr(xp, "float64") else Pc.p.dtype
-    a, b = xp.astype(xp.sqrt(Pc.p), wide), xp.astype(xp.sqrt(Qc.p), wide)
-    bc = a @ xp.matrix_transpose(b)
-    return xp.astype(xp.sqrt(xp.clip(1 - bc, 0.0, 1.0)), out_dtype)
+    _validate.check_base(base)
+    xp, Pc, Qc, out_dtype = _canonical_rows(P, Q, from_logits, validate, wide=True)
+    return _finish(xp, -_cross_term(xp, Pc, Qc), out_dtype, base)
 
 
 def _blocked(measure: _engine.Measure, P: Any, Q: Any, from_logits: bool, validate: bool, params: dict) -> tuple:
@@ -110,12 +113,28 @@ def _blocked(measure: _engine.Measure, P: Any, Q: Any, from_logits: bool, valida
             b = Canon(Qc.p[None, :, :], Qc.lp[None, :, :])
             blocks.append(measure.value(xp, a, b, **params))
     d = xp.concat(blocks, axis=0) if blocks else xp.zeros((0, m), dtype=Pc.p.dtype)
-    return xp, d, out_dtype
+    return xp, _rows.non_negative(xp, d), out_dtype
+
+
+def hellinger(P: Any, Q: Any, *, from_logits: bool = False, validate: bool = True) -> Any:
+    """Matrix of Hellinger distances H(P_i, Q_j) = sqrt(1 - sum_k sqrt(p_ik q_jk)), shape (n, m), in [0, 1].
+
+    Computed as sqrt(sum_k (sqrt p_ik - sqrt q_jk)^2 / 2), equal on the simplex, over blocks of pairs with the
+    definition of :func:`kldiv.hellinger`: exact near P_i = Q_j (exactly 0 on the diagonal of ``hellinger(P, P)``),
+    where the product form 1 - sqrt(P) . sqrt(Q)^T cancels (1e-8 instead of 0 even in float64).
+    """
+    xp, d, out_dtype = _blocked(HELLINGER, P, Q, from_logits, validate, {})
+    return _finish(xp, d, out_dtype, None)
 
 
 def js(P: Any, Q: Any, *, weight: float = 0.5, from_logits: bool = False, base: float | None = None,
        validate: bool = True) -> Any:
-    """Matrix of JS_w(P_i, Q_j), shape (n, m): the definition of :func:`kldiv.js` over blocks of pairs."""
+    """Matrix of JS_w(P_i, Q_j), shape (n, m): the definition of :func:`kldiv.js` over blocks of pairs.
+
+    JS_w(P, Q) = w KL(P || M) + (1 - w) KL(Q || M) with M = w P + (1 - w) Q; >= 0, so rounding below 0 is set to 0.
+
+    References: Lin (1991), Divergence measures based on the Shannon entropy, eq. 4.1.
+    """
     w = _validate.check_in_unit_interval("weight", weight)
     _validate.check_base(base)
     xp, d, out_dtype = _blocked(JS, P, Q, from_logits, validate, {"weight": w})
@@ -123,6 +142,6 @@ def js(P: Any, Q: Any, *, weight: float = 0.5, from_logits: bool = False, base: 
 
 
 def tvd(P: Any, Q: Any, *, from_logits: bool = False, validate: bool = True) -> Any:
-    """Matrix of total variation distances 1/2 sum_k |P_ik - Q_jk|, shape (n, m)."""
+    """Matrix of total variation distances 1/2 sum_k |P_ik - Q_jk|, shape (n, m), over blocks of pairs."""
     xp, d, out_dtype = _blocked(TVD, P, Q, from_logits, validate, {})
     return _finish(xp, d, out_dtype, None)

@@ -114,3 +114,64 @@ def test_mixing_two_tensor_libraries_is_a_type_error():
     jnp = pytest.importorskip("jax.numpy")
     with pytest.raises(TypeError, match="different array libraries"):
         kldiv.kl(jnp.asarray(GOOD), torch.tensor(GOOD))
+
+
+HALF = ["float16", "bfloat16"]
+
+
+def rounded_softmax(rows, outcomes, dtype, noise=0.0):
+    """True distributions (a float64 softmax of random logits, plus ``noise`` times other random logits)
+    rounded to a half-precision dtype."""
+    import torch
+
+    generator = torch.Generator().manual_seed(outcomes)
+    logits = 2 * torch.randn(rows, outcomes, dtype=torch.float64, generator=generator)
+    logits = logits + noise * torch.randn(rows, outcomes, dtype=torch.float64)
+    return torch.softmax(logits, dim=-1).to(getattr(torch, dtype))
+
+
+@pytest.mark.parametrize("outcomes", [10, 1000, 32000])
+@pytest.mark.parametrize("dtype", HALF)
+def test_half_precision_roundings_of_true_distributions_are_accepted_and_give_non_negative_kl(dtype, outcomes):
+    import torch
+
+    torch.manual_seed(0)
+    p = rounded_softmax(64, outcomes, dtype)
+    q = rounded_softmax(64, outcomes, dtype, noise=1e-3)  # near-identical: KL is of the size of the roundings
+    value = kldiv.kl(p, q)  # must not raise: rounding alone moved these sums
+    assert value.shape == (64,)
+    # KL >= 0 (Gibbs' inequality) holds for the stored numbers only up to their sums' rounding; this assertion
+    # relies on the measures' clamp at 0
+    assert (value >= 0).all()
+
+
+@pytest.mark.parametrize("outcomes", [2, 3, 10, 1000])
+@pytest.mark.parametrize("dtype", HALF)
+def test_half_precision_output_of_normalize_is_accepted(dtype, outcomes):
+    import torch
+
+    generator = torch.Generator().manual_seed(outcomes)
+    weights = (3 * torch.rand(2000, outcomes, dtype=torch.float64, generator=generator)).to(getattr(torch, dtype))
+    p = kldiv.normalize(weights)  # x / x.sum() in the half dtype: two roundings
+    kldiv.kl(p, p)
+
+
+@pytest.mark.parametrize(
+    "dtype,values",
+    [
+        ("float16", [0.25, 0.25, 0.52]),  # sums to 1.02; sqrt(eps) = 3 % used to accept it
+        ("float16", [0.25, 0.25, 0.505]),  # 1.005
+        ("bfloat16", [0.25, 0.25, 0.53]),  # 1.03; sqrt(eps) = 8.8 % used to accept it
+        ("bfloat16", [0.25, 0.25, 0.515]),  # 1.016
+    ],
+)
+def test_half_precision_input_that_is_not_a_distribution_is_refused(dtype, values):
+    import torch
+
+    p = torch.tensor(values, dtype=getattr(torch, dtype))
+    good = torch.full((3,), 1 / 3, dtype=p.dtype)
+    assert abs(float(p.double().sum()) - 1) > 0.004  # the stored values miss 1 by far more than rounding can
+    with pytest.raises(ValueError, match="p does not sum to 1 along axis 0"):
+        kldiv.kl(p, good)
+    with pytest.raises(ValueError, match="q does not sum to 1 along axis 0"):
+        kldiv.kl(good, p)

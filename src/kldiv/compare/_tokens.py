@@ -13,6 +13,7 @@ import numpy as np
 from .. import _backend, _config, _engine, _validate
 from ..measures import JS, KL, TVD
 
+
 class TokenValues(NamedTuple):
     """Per-token values of a chunk, as float64 NumPy arrays (one entry per row)."""
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 import kldiv.nn as knn
-from kldiv.nn.kernels import _compile
+import kldiv
 
 
 def _status(field: str) -> int:
@@ -196,7 +196,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--parts", default="logits,fused,bf16", help="comma-separated subset of logits,fused,bf16")
     args = parser.parse_args()
-    _compile.set_compile("auto")
+    kldiv.set_config(compile="auto")
     n, v, h = (512, 8000, 256) if args.quick else (4096, 32000, 1024)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; GPU: {'yes' if torch.cuda.is_available() else 'none'}")

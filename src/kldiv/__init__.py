@@ -11,6 +11,7 @@ import importlib
 from typing import Any
 
 from . import grad, pairwise
+from ._config import Config, config_context, get_config, set_config
 from .measures import cross_entropy, entropy, hellinger, js, kl, normalize, renyi, skew_kl, tvd
 
 __version__ = "0.1.0"
@@ -27,6 +28,10 @@ __all__ = [
     "normalize",
     "grad",
     "pairwise",
+    "Config",
+    "get_config",
+    "set_config",
+    "config_context",
 ]
 
 # Heavier subpackages load on first use, so `import kldiv` never imports torch or matplotlib.

@@ -1,24 +1,24 @@
-"""When and how chunk kernels are compiled.
+"""When and how the PyTorch row-form kernels are compiled (used by :mod:`kldiv.nn` and :mod:`kldiv.compare`).
 
-``torch.compile`` (Inductor: C++/OpenMP on CPU, Triton on CUDA) fuses a chunk kernel's log-softmaxes, the
-measure's value and vjp into loops that stay in cache. Compilation costs seconds, so it is used only where the
-work is large enough to repay it (``auto``), and the rows are a dynamic dimension, so a training loop pays it
-once per (divergence, dtype, vocabulary, device) whatever its batch sizes and masks.
-If compilation fails (no C++ compiler, no Triton) the eager kernel, the reference, runs instead.
+``torch.compile`` (Inductor: C++/OpenMP on CPU, Triton on CUDA) fuses a kernel's stages (row max, sum of
+exponentials, the row form's sums and gradient) into loops that stay in cache. Compilation costs seconds, so it
+is used only where the work is large enough to repay it (``Config.compile == "auto"`` and at least
+``Config.compile_min_elements`` per call), and the rows are a dynamic dimension, so a training loop pays it
+once per (kernel, dtype, vocabulary, device) whatever its batch sizes and masks. A kernel whose compilation
+fails is remembered (that kernel only) and runs eagerly: the same function, so the same numbers.
 
-On CPU the kernels are written so that Inductor runs every pass over a row (max, sum of exponentials, value,
-gradient) inside one parallel loop over rows, keeping the row's exponentials in a row-sized local buffer (its
-"outer loop fusion"): the row is read from memory once and the rest happens in L1/L2. Two things prevent that
-and are avoided: an output computed pointwise from row sums (such as ``0.5 * sum(...)`` or ``where(bad, nan,
-value)``), which Inductor vectorises across rows in a separate loop, so kernels return row reductions only and
-finish in eager code; and a static row count below V / 300, where Inductor prefers to parallelise each pass
-on its own (with dynamic rows it does not apply that rule). Measured at (4096, 32000) float32 on 2 cores:
-one loop 0.19-0.23 s for KL's forward and gradient, against 0.45 s for five separate parallel passes.
+On CPU, Inductor can run every pass over a row inside one parallel loop over rows, keeping the row's
+exponentials in a row-sized local buffer ("outer loop fusion"): the row is read from memory once. Two things
+prevent that and are avoided by the callers: an output computed pointwise from row sums (such as ``0.5 * sum``
+or ``where(bad, nan, value)``), which Inductor vectorises across rows in a separate loop, so kernels return
+row reductions only and the row form's ``finish`` runs eagerly on (rows,) vectors; and a static row count
+below V / 300, where Inductor parallelises each pass on its own (with dynamic rows it does not). Measured at
+(4096, 32000) float32 on 2 cores: one loop 0.19-0.23 s for KL's forward and gradient, against 0.45 s for five
+separate parallel passes.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import types
 import warnings
@@ -27,27 +27,19 @@ from typing import Any
 
 import torch
 
-# "auto": compile when a call has at least COMPILE_MIN_ELEMENTS; "always"; "never".
-_mode = os.environ.get("KLDIV_COMPILE", "auto")
-COMPILE_MIN_ELEMENTS = 1 << 22
+from . import _config
+
 _cache: dict[Any, Callable] = {}
-_broken: set[str] = set()
+_broken: set[Any] = set()  # kernel keys whose compilation failed
 _lock = threading.Lock()
 
 
-def set_compile(mode: str) -> str:
-    """Set the compile policy ("auto", "always" or "never"); returns the previous one (for tests, benchmarks)."""
-    global _mode
-    if mode not in ("auto", "always", "never"):
-        raise ValueError(f"compile mode must be 'auto', 'always' or 'never', got {mode!r}")
-    previous, _mode = _mode, mode
-    return previous
-
-
 def wanted(elements: int, device: torch.device) -> bool:
-    if _mode == "never" or device.type in _broken or device.type not in ("cpu", "cuda"):
+    """Whether a call of ``elements`` logits on ``device`` should use a compiled kernel under the config."""
+    config = _config.get_config()
+    if config.compile == "never" or device.type not in ("cpu", "cuda"):
         return False
-    return _mode == "always" or elements >= COMPILE_MIN_ELEMENTS
+    return config.compile == "always" or elements >= config.compile_min_elements
 
 
 def _fresh(fn: Callable) -> Callable:
@@ -66,22 +58,24 @@ def compiled(key: Any, make: Callable[[], Callable]) -> Callable:
         return fn
 
 
-def call(key: Any, make: Callable[[], Callable], device: torch.device, *args: Any) -> Any:
-    """Run the compiled kernel on row blocks ``args`` (tensors whose first dimension is the rows, or 0-d); on a
-    compilation failure warn once, remember it, and run ``make()`` eagerly.
+def call(key: Any, make: Callable[[], Callable], *args: Any) -> Any:
+    """Run the compiled kernel ``key`` on row blocks ``args`` (tensors whose first dimension is the rows, or 0-d);
+    if its compilation fails, warn once, remember it for this kernel, and run ``make()`` eagerly.
 
     The number of rows is a dynamic dimension, so one compilation serves every block size from 2 rows up
     (PyTorch always specialises a dimension of size 1: callers pad 1-row blocks to 2)."""
+    if key in _broken:
+        return make()(*args)
     for x in args:
         if isinstance(x, torch.Tensor) and x.ndim and x.shape[0] >= 2:
             torch._dynamo.mark_dynamic(x, 0)
     try:
         return compiled(key, make)(*args)
-    except Exception as error:  # noqa: BLE001 - any backend failure falls back to the reference kernel
-        _broken.add(device.type)
+    except Exception as error:  # noqa: BLE001 - any backend failure falls back to the same kernel, eagerly
+        _broken.add(key)
         warnings.warn(
-            f"kldiv.nn: torch.compile failed on {device.type} ({type(error).__name__}: {error}); "
-            "using the eager kernels (slower, same numbers). Set KLDIV_COMPILE=never to silence this.",
+            f"kldiv: torch.compile failed for a {key[0]} kernel ({type(error).__name__}: {error}); that kernel runs "
+            "eagerly (slower, same numbers). kldiv.set_config(compile='never') or KLDIV_COMPILE=never silences this.",
             RuntimeWarning,
             stacklevel=3,
         )

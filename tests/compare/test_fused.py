@@ -10,15 +10,15 @@ torch = pytest.importorskip("torch")
 
 from compare_reference import oracle, random_logits, se  # noqa: E402,I001
 
+import kldiv  # noqa: E402
 from kldiv.compare import Comparison, _fused  # noqa: E402
-from kldiv.nn.kernels import _compile  # noqa: E402
 
 
 @pytest.fixture
 def always_compile():
-    previous = _compile.set_compile("always")
+    previous = kldiv.set_config(compile="always")
     yield
-    _compile.set_compile(previous)
+    kldiv.set_config(compile=previous.compile)
 
 
 @pytest.mark.parametrize("v", [256, 250, 37])
@@ -42,7 +42,7 @@ def test_compiled_statistics_match_numpy_and_the_eager_path(always_compile, reve
     a, b, y = random_logits(n=100, v=256, noise=0.5, seed=3)  # 100 rows: the last 16-row block is padded
     results = {}
     for mode in ("always", "never"):
-        _compile.set_compile(mode)
+        kldiv.set_config(compile=mode)
         c = Comparison(reverse=reverse)
         for lo in range(0, 100, 50):
             c.update(torch.tensor(a[lo:lo + 50], dtype=torch.float32), torch.tensor(b[lo:lo + 50], dtype=torch.float32),
@@ -87,7 +87,7 @@ def test_compiled_token_values_equal_the_eager_ones_with_impossible_tokens(alway
     loc = (_validate.Locator("reference_logits", (n, v), 1, (n,)), _validate.Locator("other_logits", (n, v), 1, (n,)))
     got = {}
     for mode in ("always", "never"):
-        _compile.set_compile(mode)
+        kldiv.set_config(compile=mode)
         got[mode] = token_values(a, b, labels.numpy(), reverse=reverse, top_k=(1, 5), locators=loc)
     for name in ("kld", "js", "tvd", "log_p_reference", "log_p_other"):
         np.testing.assert_allclose(

@@ -8,9 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import kldiv
+from kldiv import _compile  # private: the test checks that no kernel fell back to eager
 from kldiv.nn import TopK
 from kldiv.nn.functional import distillation_loss
-from kldiv.nn.kernels import _compile
 
 
 def _value_and_grad(fn, s):
@@ -24,13 +25,9 @@ def _value_and_grad(fn, s):
     ("teacher_kind", "divergence", "masked"),
     [("dense", "js", True), ("topk", "skew_reverse_kl", True), ("dense", "kl", True), ("dense", "reverse_kl", False)],
 )
-def test_compiled_kernel_gives_the_reference_kernels_numbers(teacher_kind, divergence, masked, monkeypatch):
-    from kldiv.nn.kernels import _dense
-
-    # chunks of 3 rows, 2 rows of 40 for the top-k kernel: 10 rows in 3 + 3 + 3 + (the row before and) 1, or 8
-    # selected rows through the buffers in 3 + 3 + 2, 2 + 2 + 2 + 2
-    monkeypatch.setattr(_dense, "ONE_LOOP_CHUNK", 3 * 40)
-    monkeypatch.setattr(_dense, "COMPILED_CHUNK", 2 * 40)
+def test_compiled_kernel_gives_the_reference_kernels_numbers(teacher_kind, divergence, masked):
+    # chunks of 3 rows of 40: 10 rows in 3 + 3 + 3 + (the row before and) 1, or 8 selected rows through the
+    # buffers in 3 + 3 + 2
     g = torch.Generator().manual_seed(0)
     s, t = 3 * torch.randn(2, 5, 40, generator=g), 3 * torch.randn(2, 5, 40, generator=g)
     labels = torch.arange(10).reshape(2, 5)
@@ -43,12 +40,9 @@ def test_compiled_kernel_gives_the_reference_kernels_numbers(teacher_kind, diver
         lp, idx = torch.log_softmax(t, -1).topk(6, -1)
         teacher, kw = TopK(idx, lp), dict(kw, tail="bucket")
     eager_v, eager_g = _value_and_grad(lambda x: distillation_loss(x, teacher, labels, **kw), s)
-    previous = _compile.set_compile("always")
-    try:
+    with kldiv.config_context(compile="always", compiled_chunk=3 * 40):
         fast_v, fast_g = _value_and_grad(lambda x: distillation_loss(x, teacher, labels, **kw), s)
         again_v, _ = _value_and_grad(lambda x: distillation_loss(x, teacher, labels, **kw), s)
-    finally:
-        _compile.set_compile(previous)
     assert not _compile._broken, "torch.compile failed and fell back to eager"
     torch.testing.assert_close(fast_v, eager_v, rtol=2e-6, atol=1e-7)
     torch.testing.assert_close(fast_g, eager_g, rtol=2e-5, atol=1e-8)
@@ -57,9 +51,13 @@ def test_compiled_kernel_gives_the_reference_kernels_numbers(teacher_kind, diver
     assert again_v == fast_v
 
 
-def test_compile_policy_rejects_unknown_modes():
-    with pytest.raises(ValueError, match="compile mode must be 'auto', 'always' or 'never'"):
-        _compile.set_compile("sometimes")
+def test_compile_policy_rejects_unknown_modes_and_scopes_to_the_block():
+    with pytest.raises(ValueError, match="compile must be one of 'auto', 'always', 'never'"):
+        kldiv.set_config(compile="sometimes")
+    before = kldiv.get_config()
+    with kldiv.config_context(compile="always", eager_chunk=1024) as inside:
+        assert kldiv.get_config() is inside and inside.compile == "always" and inside.eager_chunk == 1024
+    assert kldiv.get_config() == before
 
 
 logits = st.integers(1, 6).flatmap(
@@ -98,12 +96,15 @@ def test_identical_distributions_give_zero_loss_and_zero_gradient_whatever_the_l
     assert g.abs().max() < 1e-12
 
 
-@pytest.mark.parametrize("divergence", ["kl", "reverse_kl", "js", "skew_reverse_kl", "tvd"])
-def test_compiled_kernel_source_gives_the_reference_numbers_including_inf_and_nan_rows(divergence):
+@pytest.mark.parametrize("divergence", ["kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl", "tvd"])
+def test_dense_kernel_gives_the_measures_reference_numbers_including_inf_and_nan_rows(divergence):
     import math
 
+    import array_api_compat.torch as xp
+
+    from kldiv import _engine
     from kldiv.nn.functional import divergence_of
-    from kldiv.nn.kernels import _dense
+    from kldiv.nn.kernels import run_dense
 
     g = torch.Generator().manual_seed(3)
     s = 3 * torch.randn(7, 50, generator=g, dtype=torch.float64)
@@ -115,12 +116,19 @@ def test_compiled_kernel_source_gives_the_reference_numbers_including_inf_and_na
     t[4, 2] = math.inf
     s[5, 1:] = -math.inf  # one-hot student
     div = divergence_of(divergence, 0.3, 0.2)
-    inv_t, scale = torch.tensor(0.5, dtype=torch.float64), torch.tensor(0.3, dtype=torch.float64)
-    want_v, want_g = _dense.dense_rows(div, s, t, inv_t, scale, True)
     got_g = torch.empty_like(s)
-    got_v = _dense.finish_fast(div, _dense.fast_rows(div, s, t, inv_t, scale, got_g))
-    no_grad_v = _dense.finish_fast(div, _dense.fast_rows(div, s, t, inv_t, scale, None))
+    got_v = run_dense(div, s, t, temperature=2.0, rows=None, grad_scale=0.3, grad_out=got_g)
+    no_grad_v = run_dense(div, s, t, temperature=2.0, rows=None, grad_scale=0.3, grad_out=None)
+    # the reference form: log-softmaxes, the measure's value and vjp, the log-softmax backward
+    cs = [_engine.canonical(xp, x / 2.0, True, False, 0, None, 0.0) for x in (s, t)]
+    ordered = div.ordered(*cs)
+    params = dict(div.params)
+    want_v = div.measure.value(xp, *ordered, **params)
+    want_g = _engine.log_softmax_vjp(xp, div.measure.vjp(xp, *ordered, want_v, True, **params)[div.student], cs[0])
+    want_g = want_g * (0.3 / 2.0)
+    bad = torch.tensor([r in (2, 3, 4) for r in range(7)])
+    want_v = torch.where(bad, math.nan, want_v)  # a NaN, +inf or no finite logit makes the row NaN
     torch.testing.assert_close(no_grad_v, got_v, rtol=0, atol=0, equal_nan=True)
     torch.testing.assert_close(got_v, want_v, rtol=1e-12, atol=1e-14, equal_nan=True)
-    finite = torch.isfinite(want_v)
-    torch.testing.assert_close(got_g[finite], want_g[finite], rtol=1e-10, atol=1e-15)
+    torch.testing.assert_close(got_g[~bad], want_g[~bad], rtol=1e-10, atol=1e-15)
+    assert not torch.isnan(got_g[~bad]).any()

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import kldiv
 from kldiv.nn import FusedLinearDistillationLoss, TopK
 from kldiv.nn.fused_linear import fused_linear_distillation_loss
-from kldiv.nn.kernels import _fused
 
 N, H, HT, V = 9, 6, 4, 13
 
@@ -77,13 +77,13 @@ def test_fused_with_hard_label_cross_entropy_equals_reference(reduction):
         _close(a, b)
 
 
-def test_fused_in_many_chunks_equals_one_chunk(monkeypatch):
+def test_fused_in_many_chunks_equals_one_chunk():
     d = _data()
     call = lambda h, w, b: fused_linear_distillation_loss(  # noqa: E731
         h, w, d["th"], d["tw"], d["labels"], student_bias=b, teacher_bias=d["tb"], divergence="reverse_kl")
     one_v, one_g = _grads(call, d["h"], d["w"], d["b"])
-    monkeypatch.setattr(_fused, "FUSED_ELEMENTS", 2 * V)  # 2 rows per chunk
-    many_v, many_g = _grads(call, d["h"], d["w"], d["b"])
+    with kldiv.config_context(fused_chunk=2 * V):  # 2 rows per chunk
+        many_v, many_g = _grads(call, d["h"], d["w"], d["b"])
     _close(many_v, one_v)
     for a, b in zip(many_g, one_g, strict=True):
         _close(a, b)

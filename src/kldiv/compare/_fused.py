@@ -2,11 +2,10 @@
 
 The eager path in :mod:`._tokens` runs some thirty whole-array passes per block (two log-softmaxes, KL, JS's
 mixture and log, TVD, two top-k selections), each reading and writing the block. Here a chunk's divergences and
-label log-probabilities come from one ``torch.compile``'d kernel whose outputs are row reductions only, so that
-Inductor runs all of a row's passes inside one loop over rows while the row is in cache (see
-``kldiv.nn.kernels._compile``), through the same compile policy as :mod:`kldiv.nn` (``KLDIV_COMPILE``; a
-compilation failure falls back to the eager path with a warning). The formulas are the closed forms of the
-measures of :mod:`kldiv.measures` over logits; the tests hold them to the eager path, which uses the measures.
+label log-probabilities come from one ``torch.compile``'d kernel built from the row forms of KL, JS and TVD
+(:mod:`kldiv._rows`), whose outputs are row reductions only, so that Inductor runs all of a row's passes inside
+one loop over rows while the row is in cache (see :mod:`kldiv._compile`); the row forms' ``finish`` then runs
+eagerly in float64. A compilation failure falls back to the same kernel run eagerly, with a warning.
 
 Top-k uses a two-level selection instead of ``torch.topk`` over the whole row: split the row into groups of G
 consecutive logits, take each group's maximum, pick the k groups with the largest maxima and select the top k
@@ -21,8 +20,8 @@ from typing import Any
 import array_api_compat.torch as xp
 import torch
 
-from .. import _validate
-from ..nn.kernels import _compile
+from .. import _compile, _rows, _validate
+from ..measures import JS, KL, TVD
 
 
 def group_size(v: int, k: int) -> int:
@@ -49,53 +48,39 @@ def top_indices(x: Any, k: int, group: int) -> tuple[Any, Any]:
 
 
 def _kernel(reverse: bool, labelled: bool, dtype: torch.dtype):
-    """Row reductions of a block, from which :func:`_finish` gives KLD, JS, TVD and the label log-probabilities.
-
-    Only row reductions leave the kernel, so Inductor runs all of a row's passes in one loop over rows with its
-    exponentials in a row-sized local buffer (see ``kldiv.nn.kernels._compile``); the logs of the row sums z
-    are applied afterwards. With p = softmax(a), q = softmax(b):
-    KL(P || Q) = sum_{p > 0} p (a - b) + log z_b - log z_a (sum p = 1); TVD = sum |p - q| / 2;
-    JS = sum p log(2p / (p + q)) / 2 + sum q log(2q / (p + q)) / 2 (0 log 0 = 0), each log of a ratio near 1
-    when P is near Q, so small values keep their relative precision; the label's logit is a masked sum over
-    the row (a gather would be a separate loop). a and b are the logits shifted by their row maxima, so that
-    log p = a - log z_a and the KL sum has no large offset to cancel afterwards."""
+    """Row reductions of a block, from which :func:`_finish` gives KLD, JS, TVD and the label log-probabilities:
+    the row forms' sums of KL (reference first, or other first with ``reverse``), JS and TVD, both sides' sums of
+    exponentials, and the label's shifted logit on each side as a masked sum over the row (a gather would be a
+    separate loop)."""
 
     def kernel(reference: Any, other: Any, labels: Any) -> tuple[Any, ...]:
-        a, b = reference.to(dtype), other.to(dtype)
-        m_a, m_b = xp.max(a, axis=-1, keepdims=True), xp.max(b, axis=-1, keepdims=True)
-        a, b = a - m_a, b - m_b  # shifted logits: the sums below need no large offset to cancel afterwards
-        e_a, e_b = xp.exp(a), xp.exp(b)
-        # the sums of exponentials in float64: their float32 rounding (~2e-7) would be the largest error of a small KL
-        z_a, z_b = torch.sum(e_a, -1, keepdim=True, dtype=torch.float64), torch.sum(e_b, -1, keepdim=True, dtype=torch.float64)
-        p, q = e_a * (1.0 / z_a).to(dtype), e_b * (1.0 / z_b).to(dtype)
-        if reverse:
-            kl = xp.sum(xp.where(q > 0, q * (b - a), 0.0), axis=-1)
-        else:
-            kl = xp.sum(xp.where(p > 0, p * (a - b), 0.0), axis=-1)
-        tvd = xp.sum(xp.abs(p - q), axis=-1)
-        both = p + q
-        js = xp.sum(
-            xp.where(p > 0, p * xp.log(2 * p / both), 0.0) + xp.where(q > 0, q * xp.log(2 * q / both), 0.0), axis=-1
+        a, b = _rows.side(xp, reference.to(dtype)), _rows.side(xp, other.to(dtype))
+        sums = (
+            *KL.rows.sums(xp, *((b, a) if reverse else (a, b))),
+            *JS.rows.sums(xp, a, b, weight=0.5),
+            *TVD.rows.sums(xp, a, b)[:1],
+            a.z[:, 0],
+            b.z[:, 0],
         )
-        sums = (kl, tvd, js, z_a[:, 0], z_b[:, 0])
         if not labelled:
             return sums
-        at_label = xp.arange(a.shape[-1], device=a.device) == labels[:, None]
-        return (*sums, xp.sum(xp.where(at_label, a, 0.0), axis=-1), xp.sum(xp.where(at_label, b, 0.0), axis=-1))
+        at_label = xp.arange(a.x.shape[-1], device=a.x.device) == labels[:, None]
+        return (*sums, xp.sum(xp.where(at_label, a.x, 0.0), axis=-1), xp.sum(xp.where(at_label, b.x, 0.0), axis=-1))
 
     return kernel
 
 
-def _finish(sums: tuple[Any, ...], reverse: bool) -> dict[str, Any]:
-    """Values from the row reductions, formed in float64 (a float32 log of z ~ 1e4 alone would add ~5e-7
-    absolute error to a KL that may be 1e-6). Measured on float32 logits of nearly identical models against
-    float64 (median KL 4e-4): median relative error 9e-6, against 2.7e-4 for the eager path and 5.5e-4 for
+def _finish(sums: tuple[Any, ...], reverse: bool, dtype: torch.dtype) -> dict[str, Any]:
+    """Values from the row reductions, finished by the row forms in float64. Measured on float32 logits of
+    nearly identical models against float64 (median KL 4e-4): median relative error 9e-6, against 5.5e-4 for
     float32 ``F.kl_div``."""
-    dtype = sums[0].dtype
-    kl, tvd, js, z_a, z_b, *labelled = (x.double() for x in sums)
+    kl, js_p, js_q, tvd, z_a, z_b, *labelled = (x.double() for x in sums)
     log_z_a, log_z_b = xp.log(z_a), xp.log(z_b)
-    kld = kl + ((log_z_a - log_z_b) if reverse else (log_z_b - log_z_a))
-    rows = {"kld": kld, "js": 0.5 * js, "tvd": 0.5 * tvd}
+    rows = {
+        "kld": KL.rows.finish(xp, (kl,), *((log_z_b, log_z_a) if reverse else (log_z_a, log_z_b))),
+        "js": JS.rows.finish(xp, (js_p, js_q), log_z_a, log_z_b, weight=0.5),
+        "tvd": TVD.rows.finish(xp, (tvd,), log_z_a, log_z_b),
+    }
     if labelled:
         rows["lr"], rows["lo"] = labelled[0] - log_z_a, labelled[1] - log_z_b
     return {name: value.to(dtype) for name, value in rows.items()}
@@ -132,6 +117,6 @@ def token_rows(
         reference, other = reference.expand(2, v), other.expand(2, v)
         gather = gather.expand(2) if labelled else None
     y = gather if labelled else torch.zeros(0, dtype=torch.int64, device=reference.device)
-    sums = _compile.call(key, make, reference.device, reference.contiguous(), other.contiguous(), y)
-    rows.update({name: value[:n] for name, value in _finish(sums, reverse).items()})
+    sums = _compile.call(key, make, reference.contiguous(), other.contiguous(), y)
+    rows.update({name: value[:n] for name, value in _finish(sums, reverse, dtype).items()})
     return rows

@@ -1,7 +1,7 @@
 """Per-token statistics of one chunk of rows, on the chunk's own backend (NumPy or PyTorch, any device).
 
-The divergences come from :mod:`kldiv.measures` (KL, JS, TVD, each defined once); this module only
-arranges the canonical log-softmax once per row block and gathers the values the report needs.
+The divergences are the row forms of :mod:`kldiv.measures`' KL, JS and TVD (each defined once, evaluated over
+the row-max-shifted logits once per row block); this module only gathers the values the report needs.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import _backend, _config, _engine, _validate
+from .. import _backend, _config, _rows, _validate
 from ..measures import JS, KL, TVD
 
 
@@ -64,19 +64,23 @@ def _as_numpy_if_cpu(x: Any) -> Any:
 
 
 def _block(xp: Any, a: Any, b: Any, labels: Any, reverse: bool, k_max: int, row0: int, locators: tuple) -> dict:
-    """Per-token values of one row block, on its backend."""
+    """Per-token values of one row block, on its backend: the row forms of KL, JS and TVD."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        P = _engine.canonical(xp, a, True, True, row0, locators[0], 0.0)
-        Q = _engine.canonical(xp, b, True, True, row0, locators[1], 0.0)
+        for x, loc in zip((a, b), locators, strict=True):
+            _validate.check_logit_rows(xp, x, xp.max(x, axis=-1, keepdims=True), row0, loc)
+        P, Q = _rows.side(xp, a), _rows.side(xp, b)
+        lz_p, lz_q = P.log_z[:, 0], Q.log_z[:, 0]
+        kl_sides, kl_log_z = ((Q, P), (lz_q, lz_p)) if reverse else ((P, Q), (lz_p, lz_q))
         out = {
-            "kld": KL.value(xp, Q, P) if reverse else KL.value(xp, P, Q),
-            "js": JS.value(xp, P, Q, weight=0.5),
-            "tvd": TVD.value(xp, P, Q),
+            "kld": KL.rows.finish(xp, KL.rows.sums(xp, *kl_sides), *kl_log_z),
+            "js": JS.rows.finish(xp, JS.rows.sums(xp, P, Q, weight=0.5), lz_p, lz_q, weight=0.5),
+            "tvd": TVD.rows.finish(xp, TVD.rows.sums(xp, P, Q), lz_p, lz_q),
             "ref_top": _top_indices(xp, a, k_max),
             "other_top": _top_indices(xp, b, k_max),
         }
         if labels is not None:
-            out["lr"], out["lo"] = _gather(P.lp, labels), _gather(Q.lp, labels)
+            out["lr"] = _gather(P.x, labels) - xp.astype(lz_p, P.x.dtype)
+            out["lo"] = _gather(Q.x, labels) - xp.astype(lz_q, Q.x.dtype)
     return out
 
 

@@ -15,7 +15,7 @@ import mmap
 
 import torch
 
-HUGE_PAGE_MIN_BYTES = 1 << 26  # below 64 MiB the page faults cost little next to the work
+from .. import _config
 
 
 def _huge_pages_possible() -> bool:
@@ -32,7 +32,7 @@ _POSSIBLE = hasattr(mmap, "MADV_HUGEPAGE") and _huge_pages_possible()
 def gradient_buffer(like: torch.Tensor, zero: bool) -> torch.Tensor:
     """A contiguous tensor of ``like``'s shape, dtype and device; zero-filled if ``zero``."""
     nbytes = like.numel() * like.element_size()
-    if not _POSSIBLE or like.device.type != "cpu" or nbytes < HUGE_PAGE_MIN_BYTES:
+    if not _POSSIBLE or like.device.type != "cpu" or nbytes < _config.get_config().huge_page_min_bytes:
         make = torch.zeros if zero else torch.empty
         return make(like.shape, dtype=like.dtype, device=like.device)
     mapping = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)

@@ -3,35 +3,31 @@
 For each chunk of rows: ``z = h W^T + b`` (student), the teacher's logits likewise (or given), the divergence's
 value and d/dz from the dense or top-k kernel, optionally plus the cross-entropy on the labels (the core
 ``CROSS_ENTROPY`` measure against the one-hot label), then ``dh = dz W``, ``dW += dz^T h``, ``db += sum dz``
-accumulated in ``accum_dtype``. Only the chunk's logits and their gradient exist at any time.
+accumulated in ``accum_dtype``. Only the chunk's logits and their gradient exist at any time; a chunk holds
+``Config.fused_chunk`` logits.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import array_api_compat.torch as xp
 import torch
 
-from ... import _engine
+from ... import _config, _rows
 from ...measures import CROSS_ENTROPY
-from ._dense import Divergence, canonical_logits, run_dense
+from ._dense import Divergence, run_dense
 from ._topk import run_topk
-
-# Rows per chunk: about 2**23 logits (32 MiB in float32).
-FUSED_ELEMENTS = 1 << 23
 
 
 def label_cross_entropy(z: torch.Tensor, labels: torch.Tensor, scale: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row -log softmax(z)[label] and ``scale`` times its gradient in z: the core cross-entropy H(P, S)
-    with P the one-hot distribution of the label."""
-    s = canonical_logits(z)
-    onehot = torch.zeros_like(z).scatter_(1, labels[:, None], 1.0)
-    p = _engine.Canon(onehot, torch.log(onehot))
-    value = CROSS_ENTROPY.value(xp, p, s)
-    g = CROSS_ENTROPY.vjp(xp, p, s, value, True)[1]
-    return value, _engine.log_softmax_vjp(xp, g, s) * scale
+    """Per-row -log softmax(z)[label] and ``scale`` times its gradient in z: the cross-entropy's row form
+    H(P, S) with P the one-hot distribution of the label (logits 0 at the label, -inf elsewhere)."""
+    log_onehot = torch.full_like(z, -math.inf).scatter_(1, labels[:, None], 0.0)
+    value, (g,) = _rows.evaluate(CROSS_ENTROPY.rows, xp, (log_onehot, z), {}, (1,))
+    return value.to(z.dtype), g * scale
 
 
 def run_fused(
@@ -59,7 +55,7 @@ def run_fused(
     n, v = hidden.shape[0], weight.shape[0]
     work = torch.float64 if torch.float64 in (hidden.dtype, weight.dtype, accum_dtype) else torch.float32
     accum_dtype = torch.promote_types(accum_dtype, weight.dtype)  # never accumulate below the weight's precision
-    step = max(2, FUSED_ELEMENTS // v)
+    step = max(2, _config.get_config().fused_chunk // v)
     device = hidden.device
     soft_values = torch.zeros(n, dtype=work, device=device)
     hard_values = torch.zeros(n, dtype=work, device=device)

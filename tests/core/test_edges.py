@@ -1,0 +1,133 @@
+"""Exact at the edges on every path (NumPy, torch eager and compiled, JAX), with validation on and off.
+
+Oracles: the limits themselves (NaN, +inf, 0), float64 direct sums, and KL as the alpha -> 1 limit of Rényi.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import kldiv
+
+torch = pytest.importorskip("torch")
+INF, NAN = math.inf, math.nan
+
+
+def _jax():
+    jax = pytest.importorskip("jax")
+    return jax, jax.numpy
+
+
+def _torch_compiled(fn):
+    return torch.compile(fn, fullgraph=False, dynamic=False)
+
+
+@pytest.mark.parametrize("from_logits", [True, False])
+@pytest.mark.parametrize("measure", ["kl", "js", "tvd", "skew_kl", "cross_entropy", "hellinger"])
+def test_nan_in_gives_nan_out_with_validation_off_on_numpy_and_torch(measure, from_logits):
+    f = getattr(kldiv, measure)
+    p = [0.0, NAN] if from_logits else [0.5, NAN]
+    q = [0.0, 0.0] if from_logits else [0.5, 0.5]
+    assert math.isnan(float(f(np.array(p), np.array(q), from_logits=from_logits, validate=False)))
+    assert math.isnan(float(f(np.array(q), np.array(p), from_logits=from_logits, validate=False)))
+    got = f(torch.tensor([p, q]), torch.tensor([q, q]), from_logits=from_logits, validate=False)
+    assert math.isnan(float(got[0])) and float(got[1]) == pytest.approx(math.log(2) if measure == "cross_entropy" else 0.0)
+    with pytest.raises(ValueError, match="NaN"):
+        f(np.array(p), np.array(q), from_logits=from_logits)
+
+
+def test_nan_or_plus_inf_logit_gives_nan_inside_jax_jit_and_torch_compile():
+    jax, jnp = _jax()
+    kl = jax.jit(lambda a, b: kldiv.kl(a, b, from_logits=True))
+    assert math.isnan(float(kl(jnp.array([0.0, jnp.nan]), jnp.zeros(2))))
+    assert math.isnan(float(kl(jnp.zeros(2), jnp.array([0.0, jnp.inf]))))
+    compiled = _torch_compiled(lambda a, b: kldiv.kl(a, b, from_logits=True))
+    got = compiled(torch.tensor([[0.0, NAN], [0.0, 1.0]]), torch.zeros(2, 2))
+    assert math.isnan(float(got[0])) and math.isfinite(float(got[1]))
+
+
+def test_gradients_are_never_nan_where_the_value_is_infinite():
+    gp, gq = kldiv.grad.kl([0.0, 0.0], [0.0, -INF], from_logits=True)
+    assert not np.isnan(gp).any() and not np.isnan(gq).any()
+    assert gp[1] == INF and gp[0] == -INF  # more mass on the impossible outcome raises KL, elsewhere lowers it
+    np.testing.assert_allclose(gq, [0.5, -0.5])  # q - p
+    gp, gq = kldiv.grad.cross_entropy([0.0, 0.0], [0.0, -INF], from_logits=True)
+    assert not np.isnan(gp).any() and gp[1] == INF
+    x = torch.tensor([0.0, 0.0], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0.0, -INF], dtype=torch.float64, requires_grad=True)
+    kldiv.kl(x, y, from_logits=True).backward()
+    assert not torch.isnan(x.grad).any() and not torch.isnan(y.grad).any()
+
+
+def test_renyi_at_alpha_inf_has_finite_gradients_where_its_value_is_zero():
+    value = kldiv.renyi([1.0, 0.0], [1.0, 0.0], alpha=INF)
+    gp, gq = kldiv.grad.renyi([1.0, 0.0], [1.0, 0.0], alpha=INF)
+    assert float(value) == 0.0
+    np.testing.assert_array_equal(gp, [1.0, 0.0])  # d/dp_k log(p_k / q_k) at the arg max, 0 elsewhere
+    np.testing.assert_array_equal(gq, [-1.0, 0.0])
+
+
+@pytest.mark.parametrize("u", [1e-9, -1e-9, 1e-6, 1e-3, -1e-3, 0.2])
+def test_renyi_near_alpha_one_is_kl_continuously_without_cancellation(u):
+    p, q = np.array([0.3, 0.7]), np.array([0.31, 0.69])
+    kl = float(np.sum(p * np.log(p / q)))
+    # D_a = KL + (a - 1) V / 2 + O((a - 1)^2), V = the variance of log(p / q) under P
+    d = np.log(p / q)
+    variance = float(np.sum(p * d**2) - kl**2)
+    want = kl + u * variance / 2
+    assert float(kldiv.renyi(p, q, alpha=1 + u)) == pytest.approx(want, rel=max(1e-9, 10 * u * u / kl))
+    x, y = np.log(p), np.log(q)
+    assert float(kldiv.renyi(x, y, alpha=1 + u, from_logits=True)) == pytest.approx(want, rel=max(1e-9, 10 * u * u / kl))
+
+
+def test_support_is_decided_from_log_probabilities_not_underflowed_probabilities():
+    a = np.array([0.0, -120.0], dtype=np.float32)  # exp(-120) underflows in float32, but the outcome is possible
+    b = np.array([0.0, -INF], dtype=np.float32)
+    for validate in (True, False):
+        assert float(kldiv.kl(a, b, from_logits=True, validate=validate)) == INF
+        assert float(kldiv.kl(torch.tensor(a), torch.tensor(b), from_logits=True, validate=validate)) == INF
+        assert float(kldiv.cross_entropy(a, b, from_logits=True, validate=validate)) == INF
+    assert float(kldiv.kl(b, a, from_logits=True)) == pytest.approx(float(np.exp(np.float64(-120))), rel=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_divergences_non_negative_by_theorem_never_come_out_negative(backend):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((200, 50))
+    b = a + 1e-9 * rng.standard_normal(a.shape)  # near-identical rows: the values are rounding-sized
+    for dtype in (np.float64, np.float32):
+        x, y = a.astype(dtype), b.astype(dtype)
+        if backend == "torch":
+            x, y = torch.tensor(x), torch.tensor(y)
+        for from_logits in (True, False):
+            if not from_logits:
+                x, y = (kldiv.normalize(np.exp(np.asarray(v, dtype=np.float64))).astype(dtype) for v in (a, b))
+                if backend == "torch":
+                    x, y = torch.tensor(x), torch.tensor(y)
+            for name in ("kl", "js", "skew_kl", "tvd", "hellinger", "cross_entropy"):
+                got = np.asarray(getattr(kldiv, name)(x, y, from_logits=from_logits))
+                assert (got >= 0).all(), (name, dtype, from_logits, got.min())
+            assert not np.isnan(np.sqrt(np.asarray(kldiv.js(x, y, from_logits=from_logits)))).any()
+            assert (np.asarray(kldiv.renyi(x, y, alpha=2.0, from_logits=from_logits)) >= 0).all()
+
+
+def test_float32_logits_of_near_identical_models_give_kl_to_float32_precision_on_every_core_path():
+    rng = np.random.default_rng(1)
+    a = (3 * rng.standard_normal((16, 32000)) + 50).astype(np.float32)
+    b = (a + 0.02 * rng.standard_normal(a.shape)).astype(np.float32)
+    from scipy.special import log_softmax
+
+    la, lb = log_softmax(a.astype(np.float64), -1), log_softmax(b.astype(np.float64), -1)
+    want = np.sum(np.exp(la) * (la - lb), axis=-1)
+    jax, jnp = _jax()
+    paths = {
+        "numpy": kldiv.kl(a, b, from_logits=True),
+        "torch": kldiv.kl(torch.tensor(a), torch.tensor(b), from_logits=True).numpy(),
+        "jax": np.asarray(kldiv.kl(jnp.asarray(a), jnp.asarray(b), from_logits=True)),
+    }
+    for name, got in paths.items():
+        error = np.median(np.abs(np.asarray(got, dtype=np.float64) - want) / want)
+        assert error <= 2e-5, f"{name}: median relative error {error:.2e}"

@@ -36,6 +36,9 @@ class Side(NamedTuple):
     p: Any  # exp(x) / z, in the work dtype
     z: Any  # (rows, 1) sum of exp(x), float64 where the namespace has it
     log_z: Any  # (rows, 1) log z, same dtype as z
+    # False when the block is known to hold finite logits only: the selects for -inf (probability 0) and NaN
+    # are then no-ops, and the row forms skip them (only decided for eager CPU tensors; True elsewhere)
+    edges: bool = True
 
 
 @dataclass(frozen=True)
@@ -70,11 +73,19 @@ def row_sum(xp: Any, x: Any, keepdims: bool = False) -> Any:
 
 def side(xp: Any, logits: Any) -> Side:
     """Stages 1 and 2 for one side: shift by the row max, float64 sum of exponentials, probabilities."""
-    m = xp.max(logits, axis=-1, keepdims=True)
+    edges = True
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(logits, torch.Tensor) and logits.device.type == "cpu" and not (
+        torch.compiler.is_compiling()
+    ):
+        low, m = torch.aminmax(logits, dim=-1, keepdim=True)  # one pass for both
+        edges = not bool(torch.isfinite(low).all() & torch.isfinite(m).all())
+    else:
+        m = xp.max(logits, axis=-1, keepdims=True)
     x = logits - m  # NaN everywhere for a NaN or all -inf row, NaN at a +inf logit
     e = xp.exp(x)
     z = row_sum(xp, e, keepdims=True)
-    return Side(x, e * xp.astype(1.0 / z, e.dtype), z, xp.log(z))
+    return Side(x, e * xp.astype(1.0 / z, e.dtype), z, xp.log(z), edges)
 
 
 def log_ratio(xp: Any, a: Side, b: Side) -> Any:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..cli._errors import CommandError
+from .errors import CommandError
 from . import plots, runs
 
 UNKNOWN = "\ufffd"

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 import kldiv
 
-from ..cli._errors import CommandError
+from .errors import CommandError
 from . import charlm, plots, runs
 
 DIVERGENCES = ("kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl", "tvd")

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..cli._errors import CommandError
+from .errors import CommandError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

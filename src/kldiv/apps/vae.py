@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import vae as kvae
-from ..cli._errors import CommandError
+from .errors import CommandError
 from . import plots, runs
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..estimate._estimate import Estimate, normal_interval
+from ..estimate import Estimate, normal_interval
 
 
 def _estimate(terms_value: Any, terms_host: np.ndarray, n: int, level: float) -> Estimate:

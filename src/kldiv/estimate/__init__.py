@@ -10,9 +10,9 @@ unless ``base`` is given:
 
 from __future__ import annotations
 
-from ._estimate import Estimate
+from ._estimate import Estimate, normal_interval
 from ._knn import knn
 from ._mc import mc
 from ._plugin import plugin
 
-__all__ = ["Estimate", "knn", "plugin", "mc"]
+__all__ = ["Estimate", "knn", "plugin", "mc", "normal_interval"]

@@ -24,8 +24,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-import kldiv.nn as knn
 import kldiv
+import kldiv.nn as knn
 
 
 def _status(field: str) -> int:

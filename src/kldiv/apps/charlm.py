@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import CommandError
 from . import plots, runs
+from .errors import CommandError
 
 UNKNOWN = "\ufffd"
 

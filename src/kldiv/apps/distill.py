@@ -26,8 +26,8 @@ from torch.nn import functional as F
 
 import kldiv
 
-from .errors import CommandError
 from . import charlm, plots, runs
+from .errors import CommandError
 
 DIVERGENCES = ("kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl", "tvd")
 

@@ -23,8 +23,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .. import vae as kvae
-from .errors import CommandError
 from . import plots, runs
+from .errors import CommandError
 
 
 @dataclass

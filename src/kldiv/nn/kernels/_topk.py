@@ -12,7 +12,6 @@ distributions and then restricting them to the k outcomes).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import array_api_compat.torch as xp
 import torch

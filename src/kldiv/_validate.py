@@ -1,51 +1,137 @@
-"""Every input check and every error message, in one place.
+"""Every input check and every error message, in one place, for every package.
 
 Messages say what is wrong, where (argument and index), and how to fix it.
+
+One policy for numbers, whatever the package: a number is an ``int``, a ``float`` or a NumPy integer or
+floating scalar (anything registered as :class:`numbers.Real`); a bool is never one. ``True`` and ``False``
+(and ``numpy.bool_``) passed as a numeric argument are refused with a ``TypeError`` that says so; a value of
+the right type but out of range is a ``ValueError``.
+
+This module never imports torch at module level (``import kldiv`` must not load it): the checks of PyTorch
+tensors import it inside the function, where the caller has it loaded already.
 """
 
 from __future__ import annotations
 
 import math
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
+
+# --- numbers: the one type policy -------------------------------------------------------------------
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool | np.bool_)
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` when it is short and on one line, else its type, so a message stays on one line."""
+    text = repr(value)
+    return text if len(text) <= 80 and "\n" not in text else f"a {type(value).__name__}"
+
+
+def _wrong_type(name: str, value: Any, expected: str, kind: str) -> TypeError:
+    if _is_bool(value):
+        return TypeError(
+            f"{name} must be {expected}, got {value!r}; a bool is not accepted as a number, pass {name} as {kind}"
+        )
+    return TypeError(f"{name} must be {expected}, got {_shown(value)}")
+
+
+def check_number(name: str, value: Any, expected: str = "a number") -> float:
+    """``value`` as a float if it is a number (a bool is not); else a TypeError: ``name`` must be ``expected``."""
+    if _is_bool(value) or not isinstance(value, Real):
+        raise _wrong_type(name, value, expected, "an int or a float")
+    return float(value)
+
+
+def check_integer(name: str, value: Any, expected: str = "an integer") -> int:
+    """``value`` as an int if it is an integer (a bool is not); else a TypeError: ``name`` must be ``expected``."""
+    if _is_bool(value) or not isinstance(value, Integral):
+        raise _wrong_type(name, value, expected, "an int")
+    return int(value)
+
+
+def check_integer_at_least(name: str, value: Any, minimum: int, expected: str | None = None) -> int:
+    """An integer ``>= minimum``: TypeError for another type (a bool included), ValueError below ``minimum``."""
+    expected = expected or f"an int >= {minimum}"
+    number = check_integer(name, value, expected)
+    if number < minimum:
+        raise ValueError(f"{name} must be {expected}, got {_shown(value)}")
+    return number
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """A switch: exactly True or False (1, 0 and None are refused, so a misplaced positional number is caught)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {_shown(value)}")
+    return value
+
+
+def check_choice(name: str, value: Any, options: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"unknown {name} {_shown(value)}; choose one of {', '.join(repr(o) for o in options)}")
+    return value
+
+
+def check_seed(name: str, seed: Any) -> Any:
+    """A seed for ``numpy.random.default_rng``: None, an integer or whatever NumPy accepts, but never a bool."""
+    if _is_bool(seed):
+        raise _wrong_type(name, seed, "an integer or None", "an int")
+    return seed
+
+
+def check_nonnegative(name: str, value: Any, note: str = "") -> float:
+    """A finite number ``>= 0``; ``note`` (such as ``" (0 turns the term off)"``) follows the requirement."""
+    number = check_number(name, value, f"a number >= 0{note}")
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0{note}, got {_shown(value)}")
+    return number
+
+
+def check_finite_number(name: str, value: Any) -> float:
+    number = check_number(name, value, "a finite number")
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {_shown(value)}")
+    return number
+
+
+# --- core: kldiv.kl and the other measures ---------------------------------------------------------
 
 
 def check_base(base: Any) -> float | None:
     """Return ``log(base)`` (the divisor that converts nats), or None for nats."""
     if base is None:
         return None
-    if isinstance(base, bool) or not isinstance(base, int | float | np.integer | np.floating):
-        raise TypeError(f"base must be a number (2 for bits, e for nats) or None, got {base!r}")
-    if not (math.isfinite(base) and base > 0 and base != 1):
-        raise ValueError(f"base must be a positive finite number other than 1 (2 for bits), got {base!r}")
-    return math.log(base)
+    number = check_number("base", base, "a number (2 for bits, e for nats) or None")
+    if not (math.isfinite(number) and number > 0 and number != 1):
+        raise ValueError(f"base must be a positive finite number other than 1 (2 for bits), got {_shown(base)}")
+    return math.log(number)
 
 
 def check_in_unit_interval(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TypeError(f"{name} must be a number in [0, 1], got {value!r}")
-    if not 0 <= value <= 1:
-        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
-    return float(value)
+    number = check_number(name, value, "a number in [0, 1]")
+    if not 0 <= number <= 1:  # also rejects NaN
+        raise ValueError(f"{name} must lie in [0, 1], got {_shown(value)}")
+    return number
 
 
 def check_renyi_alpha(alpha: Any) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float | np.integer | np.floating):
-        raise TypeError(f"alpha must be a number >= 0 (1 gives KL, inf gives log max p/q), got {alpha!r}")
-    if not alpha >= 0:  # also rejects NaN
-        raise ValueError(f"alpha must be >= 0 (1 gives KL, inf gives log max p/q), got {alpha!r}")
-    return float(alpha)
+    number = check_number("alpha", alpha, "a number >= 0 (1 gives KL, inf gives log max p/q)")
+    if not number >= 0:  # also rejects NaN
+        raise ValueError(f"alpha must be >= 0 (1 gives KL, inf gives log max p/q), got {_shown(alpha)}")
+    return number
 
 
 def check_axis(axis: Any, ndim: int, name: str) -> int:
-    if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
-        raise TypeError(f"axis must be an integer, got {axis!r}")
+    axis = check_integer("axis", axis)
     if ndim == 0:
         raise ValueError(f"{name} is a scalar; it needs at least one axis holding the distribution (e.g. [0.1, 0.9])")
     if not -ndim <= axis < ndim:
         raise ValueError(f"axis {axis} is out of range for {name}, which has {ndim} dimension(s)")
-    return int(axis) % ndim
+    return axis % ndim
 
 
 def check_shapes(names: tuple[str, ...], shapes: list[tuple[int, ...]], axis: int) -> tuple[tuple[int, ...], int]:
@@ -227,3 +313,514 @@ def check_normalizable(xp: Any, chunk: Any, row0: int, loc: Locator) -> None:
     if (sums <= 0).any():
         r = int(np.argmax(sums <= 0))
         raise ValueError(f"{loc.name} sums to 0 along axis {loc.axis}{loc.at_batch(row0 + r)}, so it cannot be normalised")
+
+
+# --- kldiv.nn: loss options and PyTorch tensors (torch is imported inside, never at module level) ----------
+
+NN_DIVERGENCES = ("kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl", "tvd")
+NN_REDUCTIONS = ("mean", "sum", "none")
+TOPK_TAILS = ("bucket", "renormalize")
+
+
+def check_temperature(value: Any) -> float:
+    number = check_number("temperature", value, "a positive number (1.0 leaves the logits as they are)")
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(
+            f"temperature must be a positive finite number (1.0 leaves the logits as they are), got {_shown(value)}"
+        )
+    return number
+
+
+def check_float_tensor(name: str, x: Any) -> Any:
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; convert it with torch.as_tensor")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} has dtype {x.dtype}; it must be a floating-point tensor (cast it with .float())")
+    if x.ndim == 0:
+        raise ValueError(f"{name} is a scalar; it needs a last axis holding the vocabulary, shape (..., V)")
+    return x
+
+
+def _is_integer_tensor(x: Any) -> bool:
+    import torch
+
+    return not (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool)
+
+
+def check_same_device(reference: Any, **tensors: Any) -> None:
+    import torch
+
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.device != reference.device:
+            raise ValueError(
+                f"{name} is on {t.device} but the student's tensors are on {reference.device}; move it with .to(device)"
+            )
+
+
+def check_labels(x: Any, batch: tuple[int, ...], what: str = "student_logits") -> Any:
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor of token ids, got {type(x).__name__}")
+    if not _is_integer_tensor(x):
+        raise TypeError(
+            f"labels has dtype {x.dtype}; it must be an integer tensor of token ids (ignore_index where masked), "
+            "e.g. labels.long()"
+        )
+    if tuple(x.shape) != batch:
+        raise ValueError(
+            f"labels has shape {tuple(x.shape)} but {what} has batch shape {batch} (all axes but the last); "
+            "pass one label per position"
+        )
+    return x
+
+
+def check_vocab_size(student_v: int, teacher_v: int, vocab_size: Any, teacher_name: str = "teacher_logits") -> int:
+    """The number of leading vocabulary entries compared: ``vocab_size``, or the common size when it is None."""
+    if vocab_size is None:
+        if student_v != teacher_v:
+            raise ValueError(
+                f"student_logits has {student_v} entries along the last axis but {teacher_name} has {teacher_v}; "
+                f"if the vocabularies share their first tokens (padded embeddings), pass "
+                f"vocab_size={min(student_v, teacher_v)} to truncate both"
+            )
+        return student_v
+    size = check_integer("vocab_size", vocab_size, "an integer or None")
+    if not 1 <= size <= min(student_v, teacher_v):
+        raise ValueError(
+            f"vocab_size={size} must lie in [1, {min(student_v, teacher_v)}] (the smaller of the student's "
+            f"{student_v} and the teacher's {teacher_v} entries)"
+        )
+    return size
+
+
+def check_num_items(value: Any, reduction: str) -> Any:
+    """``num_items_in_batch``: None, a positive number (float) or a one-element tensor (float64, not synchronised)."""
+    import torch
+
+    if value is None:
+        return None
+    if reduction != "mean":
+        raise ValueError(
+            f"num_items_in_batch divides the summed loss by a global token count, which only applies with "
+            f"reduction='mean'; got reduction={reduction!r}"
+        )
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.is_complex():
+            raise ValueError(f"num_items_in_batch must be a single positive number, got a tensor of shape {tuple(value.shape)}")
+        if value.dtype == torch.bool:
+            raise TypeError(
+                "num_items_in_batch must be a positive number (tokens in the whole batch), got a bool tensor; "
+                "pass the count as an integer tensor, an int or a float"
+            )
+        return value.reshape(()).to(torch.float64)  # an integer count must not round the weight to float32
+    number = check_number("num_items_in_batch", value, "a positive number (tokens in the whole batch)")
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"num_items_in_batch must be a positive number (tokens in the whole batch), got {_shown(value)}")
+    return number
+
+
+def check_batch_shapes(student: Any, other: Any, other_name: str) -> None:
+    if tuple(student.shape[:-1]) != tuple(other.shape[:-1]):
+        raise ValueError(
+            f"student_logits has shape {tuple(student.shape)} but {other_name} has shape {tuple(other.shape)}; "
+            "all axes but the last (batch, sequence) must be equal"
+        )
+
+
+def check_topk(indices: Any, logprobs: Any, tail: Any) -> None:
+    """The fields of a :class:`kldiv.nn.TopK`."""
+    import torch
+
+    if not isinstance(indices, torch.Tensor) or not isinstance(logprobs, torch.Tensor):
+        raise TypeError(
+            f"TopK needs torch tensors, got indices={type(indices).__name__}, logprobs={type(logprobs).__name__}"
+        )
+    if not _is_integer_tensor(indices):
+        raise TypeError(f"TopK.indices has dtype {indices.dtype}; it must hold integer token ids (e.g. .long())")
+    if not logprobs.is_floating_point():
+        raise TypeError(f"TopK.logprobs has dtype {logprobs.dtype}; it must be a floating-point tensor")
+    if indices.shape != logprobs.shape or indices.ndim == 0:
+        raise ValueError(
+            f"TopK.indices has shape {tuple(indices.shape)} and TopK.logprobs {tuple(logprobs.shape)}; "
+            "they must have the same shape (..., k)"
+        )
+    if indices.shape[-1] == 0:
+        raise ValueError("TopK has k = 0 tokens per position; keep at least one")
+    if indices.device != logprobs.device:
+        raise ValueError(f"TopK.indices is on {indices.device} but TopK.logprobs on {logprobs.device}; put both on one device")
+    if tail is not None:
+        check_choice("tail", tail, TOPK_TAILS)
+
+
+def check_tail(topk_tail: str | None, tail: Any) -> str:
+    """The tail mode of a TopK teacher: set on the TopK or by the loss's ``tail`` (default "bucket"), not both ways."""
+    if tail is not None:
+        check_choice("tail", tail, TOPK_TAILS)
+    if topk_tail is not None and tail is not None and topk_tail != tail:
+        raise ValueError(f"TopK.tail={topk_tail!r} conflicts with tail={tail!r}; set it in one place")
+    return topk_tail or tail or "bucket"
+
+
+def check_topk_size(k: int, vocab_size: int) -> None:
+    if k > vocab_size:
+        raise ValueError(f"TopK has k = {k} tokens per position, more than the vocabulary ({vocab_size})")
+
+
+def check_topk_rows(idx: Any, lp: Any, rows: Any, vocab_size: int, tail: str) -> None:
+    """The kept rows of a TopK teacher: token ids inside the vocabulary, and (for "bucket") log-probabilities
+    whose probabilities sum to at most 1."""
+    if rows is not None:
+        idx, lp = idx.index_select(0, rows), lp.index_select(0, rows)
+    if idx.numel() == 0:
+        return
+    low, high = int(idx.min()), int(idx.max())
+    if low < 0 or high >= vocab_size:
+        raise ValueError(
+            f"TopK.indices holds token id {low if low < 0 else high}, outside the vocabulary [0, {vocab_size}); "
+            "pass token ids of the student's vocabulary (or a larger vocab_size)"
+        )
+    if tail == "bucket":
+        total = float(lp.float().logsumexp(dim=-1).max().exp())
+        if total > 1 + 1e-3:
+            raise ValueError(
+                f"TopK.logprobs sum to {total:.6g} > 1 at some position after exp; they must be the teacher's "
+                "log-probabilities (log_softmax over the full vocabulary, then topk), not raw logits"
+            )
+
+
+def check_fused_reduction(reduction: str) -> None:
+    if reduction == "none":
+        raise ValueError(
+            "reduction='none' is not available for the fused linear loss (its weight gradient is summed over "
+            "positions in forward); use 'mean' or 'sum', or DistillationLoss on materialised logits"
+        )
+
+
+def check_matrix(name: str, x: Any) -> Any:
+    x = check_float_tensor(name, x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} has shape {tuple(x.shape)}; it must be 2-D (flatten batch and sequence first)")
+    return x
+
+
+def check_bias(name: str, b: Any, v: int) -> None:
+    if b is not None:
+        b = check_float_tensor(name, b)
+        if tuple(b.shape) != (v,):
+            raise ValueError(f"{name} has shape {tuple(b.shape)}; it must be ({v},), one entry per vocabulary row")
+
+
+def check_lm_head(hidden: Any, weight: Any) -> None:
+    """The student's hidden states (N, H) and LM head (V, H) fit together."""
+    if weight.shape[1] != hidden.shape[1]:
+        raise ValueError(
+            f"student_weight has shape {tuple(weight.shape)} but student_hidden has {hidden.shape[1]} features; "
+            "the weight must be (V, H) with H = student_hidden.shape[1] (an nn.Linear's .weight)"
+        )
+    if weight.dtype != hidden.dtype:
+        raise TypeError(f"student_hidden is {hidden.dtype} but student_weight is {weight.dtype}; use one dtype")
+
+
+def check_accum_dtype(accum_dtype: Any) -> None:
+    import torch
+
+    if accum_dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"accum_dtype must be torch.float32 or torch.float64, got {accum_dtype!r}")
+
+
+def check_one_teacher(teacher_hidden: Any, teacher_logits: Any) -> None:
+    given = [name for name, x in (("teacher_hidden", teacher_hidden), ("teacher_logits", teacher_logits)) if x is not None]
+    if len(given) != 1:
+        raise ValueError(
+            "pass exactly one teacher: teacher_hidden with teacher_weight, or teacher_logits (a tensor or a TopK); "
+            f"got {' and '.join(given) if given else 'neither'}"
+        )
+
+
+def check_teacher_head(teacher_hidden: Any, teacher_weight: Any, n: int) -> tuple[Any, Any]:
+    """The teacher's hidden states (N, H_t) and LM head (V_t, H_t)."""
+    teacher_hidden = check_matrix("teacher_hidden", teacher_hidden)
+    if teacher_weight is None:
+        raise ValueError("teacher_hidden needs teacher_weight (V_t, H_t), the teacher's LM head")
+    teacher_weight = check_matrix("teacher_weight", teacher_weight)
+    if teacher_hidden.shape[0] != n or teacher_weight.shape[1] != teacher_hidden.shape[1]:
+        raise ValueError(
+            f"teacher_hidden has shape {tuple(teacher_hidden.shape)} and teacher_weight "
+            f"{tuple(teacher_weight.shape)}; they need N = {n} rows and a shared feature size H_t"
+        )
+    return teacher_hidden, teacher_weight
+
+
+def check_fused_topk(indices: Any, n: int) -> None:
+    if indices.shape[0] != n or indices.ndim != 2:
+        raise ValueError(f"TopK.indices has shape {tuple(indices.shape)}; it needs shape (N, k) with N = {n}")
+
+
+def check_fused_teacher_logits(teacher_logits: Any, n: int) -> Any:
+    teacher_logits = check_matrix("teacher_logits", teacher_logits)
+    if teacher_logits.shape[0] != n:
+        raise ValueError(f"teacher_logits has {teacher_logits.shape[0]} rows but student_hidden has {n}")
+    return teacher_logits
+
+
+def check_hard_label_weight(hard_label_weight: Any) -> float:
+    """The weight >= 0 of the fused loss's cross-entropy term on the labels."""
+    return check_nonnegative("hard_label_weight", hard_label_weight, " (0 turns the term off)")
+
+
+def check_hard_labels(labels: Any, ignore_index: int, vocab_size: int) -> None:
+    """The cross-entropy term (``hard_label_weight > 0``) needs labels, and the kept ones must be token ids of the
+    vocabulary, [0, vocab_size)."""
+    if labels is None:
+        raise ValueError("hard_label_weight > 0 needs labels (the token ids whose cross-entropy is added)")
+    kept = labels[labels != ignore_index]
+    if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= vocab_size):
+        raise ValueError(f"labels hold token ids outside [0, {vocab_size}); the cross-entropy needs ids of the vocabulary")
+
+
+# --- kldiv.vae ------------------------------------------------------------------------------------
+
+VAE_REDUCTIONS = ("none", "sum", "mean", "batchmean")
+VAE_RAMPS = ("linear", "cosine", "sigmoid")
+
+
+def check_vae_reduction(reduction: Any) -> str:
+    if reduction not in VAE_REDUCTIONS:
+        raise ValueError(
+            f"reduction must be one of 'none' (per dimension), 'sum', 'mean' or 'batchmean' (sum / batch size), "
+            f"got {_shown(reduction)}"
+        )
+    return reduction
+
+
+def check_finite_array(x: Any, name: str) -> None:
+    """Every entry of ``x`` (NumPy, torch or any array) is finite; the error names the first bad index."""
+    from ._backend import is_tracing
+
+    if is_tracing(x):
+        return
+    host = x.detach().cpu().double().numpy() if hasattr(x, "detach") else np.asarray(x)
+    bad = ~np.isfinite(host)
+    if bad.any():
+        index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), host.shape)) if host.ndim else ()
+        raise ValueError(f"{name}{list(index) if index else ''} = {host[index]}; it must be finite")
+
+
+def check_latent_batch(x: Any, name: str) -> np.ndarray:
+    """Encoder outputs as a finite float64 array of shape (batch, latent)."""
+    if type(x).__module__.startswith("torch"):
+        x = x.detach().cpu().double().numpy()
+    array = np.asarray(x, dtype=np.float64)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must have shape (batch, latent), got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape}); pass at least one sample and one latent dimension")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return array
+
+
+def check_same_latent_shape(mean: np.ndarray, log_var: np.ndarray) -> None:
+    if mean.shape != log_var.shape:
+        raise ValueError(f"mean and log_var must have the same shape, got {mean.shape} and {log_var.shape}")
+
+
+def check_free_bits_input(kl: Any, mode: Any) -> None:
+    if mode not in ("batch", "sample"):
+        raise ValueError(f"mode must be 'batch' or 'sample', got {_shown(mode)}")
+    if len(kl.shape) != 2:
+        raise ValueError(f"kl must have shape (batch, groups), got shape {tuple(kl.shape)}")
+    if kl.shape[0] == 0:
+        raise ValueError("kl is empty: the batch has no samples")
+
+
+def check_step(step: Any) -> int:
+    number = check_integer("step", step, "an int >= 0 (the training step)")
+    if number < 0:
+        raise ValueError(f"step must be >= 0, got {_shown(step)}")
+    return number
+
+
+def check_cycle_ratio(ratio: Any) -> float:
+    number = check_number("ratio", ratio, "a number in (0, 1]")
+    if not 0.0 < number <= 1.0:
+        raise ValueError(f"ratio must be in (0, 1], got {_shown(ratio)}")
+    return number
+
+
+def check_ramp(ramp: Any) -> str:
+    if ramp not in VAE_RAMPS:
+        raise ValueError(f"ramp must be one of {', '.join(VAE_RAMPS)}, got {_shown(ramp)}")
+    return ramp
+
+
+# --- kldiv.estimate --------------------------------------------------------------------------------
+
+
+def check_real_array(x: Any, name: str, what: str) -> np.ndarray:
+    """A float64 NumPy copy of ``x`` (torch tensors are detached first); ``what`` says what ``x`` should hold,
+    for the ``TypeError`` on input that is not real numbers."""
+    if hasattr(x, "detach"):  # torch: the estimators work on a NumPy copy
+        x = x.detach().cpu()
+        x = x.double() if x.is_floating_point() else x
+        x = x.numpy()
+    try:
+        array = np.asarray(x)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} could not be read as an array of numbers ({error}); pass {what}") from None
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name} has dtype {array.dtype}; pass {what}")
+    return array.astype(np.float64)
+
+
+def check_points(x: Any, name: str) -> np.ndarray:
+    """Samples as a finite float64 array of shape ``(n, d)``; a 1-D array is n points in one dimension."""
+    array = check_real_array(x, name, "numbers, one row per sample: an (n, d) array")
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2:
+        raise ValueError(
+            f"{name} has shape {array.shape}; pass an (n, d) array of n samples in d dimensions (or a 1-D array)"
+        )
+    bad = ~np.isfinite(array).all(axis=1)
+    if bad.any():
+        row = int(np.argmax(bad))
+        what = "NaN" if np.isnan(array[row]).any() else "inf"
+        raise ValueError(f"{name} row {row} contains {what}; remove or impute such rows before estimating")
+    return array
+
+
+def check_counts(x: Any, name: str) -> np.ndarray:
+    """Category counts: a 1-D float64 array of finite, non-negative numbers with a positive sum."""
+    array = check_real_array(x, name, "counts (non-negative numbers), one per category")
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one count per category), got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{name} is empty; give one count per category")
+    bad = ~np.isfinite(array) | (array < 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{name}[{i}] = {array[i]}; counts must be finite and >= 0")
+    if array.sum() <= 0:
+        raise ValueError(f"{name} sums to 0; at least one category needs a positive count")
+    return array
+
+
+def _is_torch_tensor(x: Any) -> bool:
+    import sys
+
+    if "torch" not in sys.modules:  # a tensor implies torch is loaded: never import it here
+        return False
+    import torch
+
+    return isinstance(x, torch.Tensor)
+
+
+def _log_density_samples(x: Any, name: str) -> Any:
+    """A torch tensor stays one (float, keeping its graph); anything else becomes a float64 NumPy array."""
+    if _is_torch_tensor(x):
+        import torch
+
+        integer = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+        if x.is_complex() or not (x.is_floating_point() or x.dtype in integer):
+            raise TypeError(f"{name} has dtype {x.dtype}; pass real log-densities")
+        return x if x.is_floating_point() else x.double()
+    return check_real_array(x, name, "real log-densities (numbers)")
+
+
+def check_log_densities(log_p: Any, log_q: Any) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """The inputs of :func:`kldiv.estimate.mc`: 1-D log-densities at the same n >= 2 samples of P, log_p finite,
+    log_q finite or -inf. Returns them (torch tensors kept) and their float64 NumPy copies."""
+    lp, lq = _log_density_samples(log_p, "log_p"), _log_density_samples(log_q, "log_q")
+    if _is_torch_tensor(lp) != _is_torch_tensor(lq):
+        raise TypeError("log_p and log_q come from different array libraries; pass two torch tensors or two arrays")
+    if tuple(lp.shape) != tuple(lq.shape):
+        raise ValueError(
+            f"log_p has shape {tuple(lp.shape)} but log_q has shape {tuple(lq.shape)}; "
+            "give both log-densities at the same samples"
+        )
+    if len(lp.shape) != 1:
+        raise ValueError(f"log_p and log_q must be 1-D (one value per sample), got shape {tuple(lp.shape)}")
+    if lp.shape[0] < 2:
+        raise ValueError(f"mc needs at least 2 samples to estimate a standard error, got {int(lp.shape[0])}")
+    host_p = lp.detach().cpu().double().numpy() if _is_torch_tensor(lp) else lp
+    host_q = lq.detach().cpu().double().numpy() if _is_torch_tensor(lq) else lq
+    for name, host in (("log_p", host_p), ("log_q", host_q)):
+        if np.isnan(host).any():
+            raise ValueError(f"{name}[{int(np.argmax(np.isnan(host)))}] is NaN; log-densities must be numbers")
+    if not np.isfinite(host_p).all():
+        i = int(np.argmax(~np.isfinite(host_p)))
+        raise ValueError(
+            f"log_p[{i}] = {host_p[i]}; samples must be drawn from P, so their log-density under P must be finite"
+        )
+    if np.isposinf(host_q).any():
+        i = int(np.argmax(np.isposinf(host_q)))
+        raise ValueError(f"log_q[{i}] is +inf; a log-density must be finite or -inf")
+    return lp, lq, host_p, host_q
+
+
+def check_knn_samples(xs: np.ndarray, ys: np.ndarray, k: int) -> None:
+    """x (n, d) and y (m, d) live in one space and hold enough points for the k-th neighbour: n >= k + 1, m >= k."""
+    n, m = len(xs), len(ys)
+    if xs.shape[1] != ys.shape[1]:
+        raise ValueError(
+            f"x has {xs.shape[1]} dimension(s) per sample but y has {ys.shape[1]}; both samples must live in the same space"
+        )
+    if n < k + 1:
+        raise ValueError(f"x has {n} point(s) but k={k} needs at least k+1 = {k + 1}; give more samples or a smaller k")
+    if m < k:
+        raise ValueError(f"y has {m} point(s) but k={k} needs at least k; give more samples or a smaller k")
+
+
+def check_knn_subsamples(n: int, m: int, k: int) -> None:
+    if n // 2 < k + 1 or m // 2 < k:
+        raise ValueError(
+            f"a subsampling interval needs half the samples to hold k+1 points of x and k of y; "
+            f"with n={n}, m={m} and k={k} give more samples or ci=None"
+        )
+
+
+def check_same_categories(counts_p: np.ndarray, counts_q: np.ndarray) -> None:
+    if counts_p.shape != counts_q.shape:
+        raise ValueError(
+            f"counts_p has {counts_p.size} categories but counts_q has {counts_q.size}; give counts over the same "
+            "categories"
+        )
+
+
+def check_level(ci: Any) -> float | None:
+    """``ci`` is a confidence level strictly between 0 and 1 (e.g. 0.95), or None."""
+    if ci is None:
+        return None
+    number = check_number("ci", ci, "a confidence level such as 0.95, or None")
+    if not 0 < number < 1:
+        raise ValueError(f"ci must be a confidence level strictly between 0 and 1 (e.g. 0.95), got {_shown(ci)}")
+    return number
+
+
+def check_pseudo_count(correction: Any) -> float:
+    """The pseudo-count of :func:`kldiv.estimate.plugin`: 0 for "miller-madow" and "none", else a positive number."""
+    if isinstance(correction, str):
+        if correction not in ("miller-madow", "none"):
+            raise ValueError(
+                f"correction must be 'miller-madow', 'none' or a positive pseudo-count, got {_shown(correction)}"
+            )
+        return 0.0
+    number = check_number("correction", correction, "'miller-madow', 'none' or a positive pseudo-count")
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"a pseudo-count correction must be a positive finite number (e.g. 0.5), got {_shown(correction)}")
+    return number
+
+
+def check_mc_estimator(estimator: Any) -> str:
+    if estimator not in ("k1", "k2", "k3"):
+        raise ValueError(f"estimator must be one of 'k1', 'k2', 'k3', got {_shown(estimator)}")
+    return estimator
+
+
+def check_workers(workers: Any) -> int:
+    """The thread count handed to SciPy's KD-tree queries (its own rules for the value: -1 uses all cores)."""
+    return check_integer("workers", workers, "an integer (-1: all cores)")

@@ -159,7 +159,7 @@ def test_registered_pairs_lists_both_libraries():
         ([0.5, 0.5], stats.norm(), {}, TypeError, "p is a list, not a distribution"),
         (stats.norm(), "normal", {}, TypeError, "q is a str, not a distribution"),
         (stats.t(3), stats.norm(), {"samples": 1}, ValueError, "samples must be an integer >= 2"),
-        (stats.t(3), stats.norm(), {"samples": 10.5}, ValueError, "samples must be an integer >= 2"),
+        (stats.t(3), stats.norm(), {"samples": 10.5}, TypeError, "samples must be an integer >= 2"),
         (stats.multivariate_normal([0, 0]), stats.multivariate_normal([0, 0, 0]), {}, ValueError,
          "p has dimension 2 but q has 3"),
     ],

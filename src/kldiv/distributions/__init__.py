@@ -12,6 +12,7 @@ import math
 import sys
 from typing import Any
 
+from .. import _validate
 from ._mixture import mixture_bounds, mixture_product, mixture_variational
 from ._registry import dispatch, register
 from ._registry import registered_pairs as _registered_pairs
@@ -137,8 +138,9 @@ def kl(p: Any, q: Any, *, samples: int | None = None, seed: int | None = None) -
         raise TypeError(
             f"p is a {lib_p} distribution but q is a {lib_q} one; pass two distributions from the same library"
         )
-    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 2):
-        raise ValueError(f"samples must be an integer >= 2 (the number of Monte Carlo draws), got {samples!r}")
+    if samples is not None:
+        samples = _validate.check_integer_at_least("samples", samples, 2, "an integer >= 2 (the number of Monte Carlo draws)")
+    _validate.check_seed("seed", seed)
     if lib_p == "torch":
         from . import _torch  # noqa: F401  (registers the torch pairs)
 

@@ -8,32 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ._estimate import Estimate, as_float64, check_base, check_level
-
-
-def as_points(x: Any, name: str) -> np.ndarray:
-    """Samples as a float64 array of shape ``(n, d)``; a 1-D array is n points in one dimension."""
-    array = as_float64(x, name, "numbers, one row per sample: an (n, d) array")
-    if array.ndim == 1:
-        array = array[:, None]
-    if array.ndim != 2:
-        raise ValueError(
-            f"{name} has shape {array.shape}; pass an (n, d) array of n samples in d dimensions (or a 1-D array)"
-        )
-    bad = ~np.isfinite(array).all(axis=1)
-    if bad.any():
-        row = int(np.argmax(bad))
-        what = "NaN" if np.isnan(array[row]).any() else "inf"
-        raise ValueError(f"{name} row {row} contains {what}; remove or impute such rows before estimating")
-    return array
-
-
-def check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, int | np.integer):
-        raise TypeError(f"k must be a positive integer (the neighbour order), got {k!r}")
-    if k < 1:
-        raise ValueError(f"k must be a positive integer (the neighbour order), got {k}")
-    return int(k)
+from .. import _validate
+from ._estimate import Estimate
 
 
 def _kth_distance(tree: Any, points: np.ndarray, order: np.ndarray, workers: int) -> np.ndarray:
@@ -158,21 +134,14 @@ def knn(
         D. N. Politis and J. P. Romano, "Large sample confidence regions based on subsamples under minimal
         assumptions", Ann. Statist. 22(4), 1994.
     """
-    k = check_k(k)
-    level = check_level(ci)
-    divisor = check_base(base)
-    if not isinstance(adaptive, bool):
-        raise TypeError(f"adaptive must be True or False, got {adaptive!r}")
-    xs, ys = as_points(x, "x"), as_points(y, "y")
+    k = _validate.check_integer_at_least("k", k, 1, "a positive integer (the neighbour order)")
+    level = _validate.check_level(ci)
+    divisor = _validate.check_base(base) or 1.0  # nats: 1
+    _validate.check_flag("adaptive", adaptive)
+    workers = _validate.check_workers(workers)
+    xs, ys = _validate.check_points(x, "x"), _validate.check_points(y, "y")
     n, m = len(xs), len(ys)
-    if xs.shape[1] != ys.shape[1]:
-        raise ValueError(
-            f"x has {xs.shape[1]} dimension(s) per sample but y has {ys.shape[1]}; both samples must live in the same space"
-        )
-    if n < k + 1:
-        raise ValueError(f"x has {n} point(s) but k={k} needs at least k+1 = {k + 1}; give more samples or a smaller k")
-    if m < k:
-        raise ValueError(f"y has {m} point(s) but k={k} needs at least k; give more samples or a smaller k")
+    _validate.check_knn_samples(xs, ys, k)
     terms, tied = knn_terms(xs, ys, k, adaptive, workers)
     if tied:
         warnings.warn(
@@ -185,15 +154,10 @@ def knn(
     stderr = float(np.std(terms, ddof=1) / math.sqrt(n)) if n > 1 else math.inf
     interval = None
     if level is not None:
-        if not isinstance(resamples, int) or isinstance(resamples, bool) or resamples < 2:
-            raise ValueError(f"resamples must be an integer >= 2, got {resamples!r}")
+        resamples = _validate.check_integer_at_least("resamples", resamples, 2, "an integer >= 2")
+        _validate.check_knn_subsamples(n, m, k)
         half_n, half_m = n // 2, m // 2
-        if half_n < k + 1 or half_m < k:
-            raise ValueError(
-                f"a subsampling interval needs half the samples to hold k+1 points of x and k of y; "
-                f"with n={n}, m={m} and k={k} give more samples or ci=None"
-            )
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(_validate.check_seed("seed", seed))
         values = np.empty(resamples)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)

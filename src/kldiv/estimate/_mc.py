@@ -9,9 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ._estimate import Estimate, as_float64, check_base, check_level, normal_interval
-
-_ESTIMATORS = ("k1", "k2", "k3")
+from .. import _validate
+from ._estimate import Estimate, normal_interval
 
 
 def _is_torch(x: Any) -> bool:
@@ -20,20 +19,6 @@ def _is_torch(x: Any) -> bool:
     import torch
 
     return isinstance(x, torch.Tensor)
-
-
-def _as_samples(x: Any, name: str) -> Any:
-    if _is_torch(x):
-        if x.is_complex() or not (x.is_floating_point() or x.dtype in _torch_int_dtypes()):
-            raise TypeError(f"{name} has dtype {x.dtype}; pass real log-densities")
-        return x if x.is_floating_point() else x.double()
-    return as_float64(x, name, "real log-densities (numbers)")
-
-
-def _torch_int_dtypes() -> tuple[Any, ...]:
-    import torch
-
-    return (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
 def mc(log_p: Any, log_q: Any, *, estimator: str = "k1", ci: float | None = 0.95, base: float | None = None) -> Estimate:
@@ -67,36 +52,11 @@ def mc(log_p: Any, log_q: Any, *, estimator: str = "k1", ci: float | None = 0.95
     References:
         J. Schulman, "Approximating KL divergence", 2020, http://joschu.net/blog/kl-approx.html
     """
-    if estimator not in _ESTIMATORS:
-        raise ValueError(f"estimator must be one of 'k1', 'k2', 'k3', got {estimator!r}")
-    level = check_level(ci)
-    divisor = check_base(base)
-    lp, lq = _as_samples(log_p, "log_p"), _as_samples(log_q, "log_q")
-    if _is_torch(lp) != _is_torch(lq):
-        raise TypeError("log_p and log_q come from different array libraries; pass two torch tensors or two arrays")
-    if tuple(lp.shape) != tuple(lq.shape):
-        raise ValueError(
-            f"log_p has shape {tuple(lp.shape)} but log_q has shape {tuple(lq.shape)}; "
-            "give both log-densities at the same samples"
-        )
-    if len(lp.shape) != 1:
-        raise ValueError(f"log_p and log_q must be 1-D (one value per sample), got shape {tuple(lp.shape)}")
+    _validate.check_mc_estimator(estimator)
+    level = _validate.check_level(ci)
+    divisor = _validate.check_base(base) or 1.0  # nats: 1
+    lp, lq, host_p, host_q = _validate.check_log_densities(log_p, log_q)
     n = int(lp.shape[0])
-    if n < 2:
-        raise ValueError(f"mc needs at least 2 samples to estimate a standard error, got {n}")
-    host_p = lp.detach().cpu().double().numpy() if _is_torch(lp) else lp
-    host_q = lq.detach().cpu().double().numpy() if _is_torch(lq) else lq
-    for name, host in (("log_p", host_p), ("log_q", host_q)):
-        if np.isnan(host).any():
-            raise ValueError(f"{name}[{int(np.argmax(np.isnan(host)))}] is NaN; log-densities must be numbers")
-    if not np.isfinite(host_p).all():
-        i = int(np.argmax(~np.isfinite(host_p)))
-        raise ValueError(
-            f"log_p[{i}] = {host_p[i]}; samples must be drawn from P, so their log-density under P must be finite"
-        )
-    if np.isposinf(host_q).any():
-        i = int(np.argmax(np.isposinf(host_q)))
-        raise ValueError(f"log_q[{i}] is +inf; a log-density must be finite or -inf")
     if np.isneginf(host_q).any():
         i = int(np.argmax(np.isneginf(host_q)))
         warnings.warn(

@@ -7,22 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ._estimate import Estimate, as_float64, check_base, check_level, normal_interval
-
-
-def _counts(x: Any, name: str) -> np.ndarray:
-    array = as_float64(x, name, "counts (non-negative numbers), one per category")
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one count per category), got shape {array.shape}")
-    if array.size == 0:
-        raise ValueError(f"{name} is empty; give one count per category")
-    bad = ~np.isfinite(array) | (array < 0)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"{name}[{i}] = {array[i]}; counts must be finite and >= 0")
-    if array.sum() <= 0:
-        raise ValueError(f"{name} sums to 0; at least one category needs a positive count")
-    return array
+from .. import _validate
+from ._estimate import Estimate, normal_interval
 
 
 def plugin(
@@ -69,23 +55,11 @@ def plugin(
         Z. Zhang and M. Grabchak, "Nonparametric estimation of Küllback-Leibler divergence", Neural
         Computation 26(11), 2014.
     """
-    level = check_level(ci)
-    divisor = check_base(base)
-    a, b = _counts(counts_p, "counts_p"), _counts(counts_q, "counts_q")
-    if a.shape != b.shape:
-        raise ValueError(
-            f"counts_p has {a.size} categories but counts_q has {b.size}; give counts over the same categories"
-        )
-    if isinstance(correction, str):
-        if correction not in ("miller-madow", "none"):
-            raise ValueError(f"correction must be 'miller-madow', 'none' or a positive pseudo-count, got {correction!r}")
-        pseudo = 0.0
-    elif isinstance(correction, bool) or not isinstance(correction, int | float):
-        raise TypeError(f"correction must be 'miller-madow', 'none' or a positive pseudo-count, got {correction!r}")
-    elif not (math.isfinite(correction) and correction > 0):
-        raise ValueError(f"a pseudo-count correction must be a positive finite number (e.g. 0.5), got {correction!r}")
-    else:
-        pseudo = float(correction)
+    level = _validate.check_level(ci)
+    divisor = _validate.check_base(base) or 1.0  # nats: 1
+    pseudo = _validate.check_pseudo_count(correction)
+    a, b = _validate.check_counts(counts_p, "counts_p"), _validate.check_counts(counts_q, "counts_q")
+    _validate.check_same_categories(a, b)
     n, m = float(a.sum()), float(b.sum())
     a, b = a + pseudo, b + pseudo
     p, q = a / a.sum(), b / b.sum()

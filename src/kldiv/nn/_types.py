@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import _checks
+from .. import _validate
 
 
 @dataclass(frozen=True)
@@ -31,25 +31,4 @@ class TopK:
     tail: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.indices, torch.Tensor) or not isinstance(self.logprobs, torch.Tensor):
-            raise TypeError(
-                f"TopK needs torch tensors, got indices={type(self.indices).__name__}, "
-                f"logprobs={type(self.logprobs).__name__}"
-            )
-        if self.indices.is_floating_point() or self.indices.is_complex() or self.indices.dtype == torch.bool:
-            raise TypeError(f"TopK.indices has dtype {self.indices.dtype}; it must hold integer token ids (e.g. .long())")
-        if not self.logprobs.is_floating_point():
-            raise TypeError(f"TopK.logprobs has dtype {self.logprobs.dtype}; it must be a floating-point tensor")
-        if self.indices.shape != self.logprobs.shape or self.indices.ndim == 0:
-            raise ValueError(
-                f"TopK.indices has shape {tuple(self.indices.shape)} and TopK.logprobs {tuple(self.logprobs.shape)}; "
-                "they must have the same shape (..., k)"
-            )
-        if self.indices.shape[-1] == 0:
-            raise ValueError("TopK has k = 0 tokens per position; keep at least one")
-        if self.indices.device != self.logprobs.device:
-            raise ValueError(
-                f"TopK.indices is on {self.indices.device} but TopK.logprobs on {self.logprobs.device}; put both on one device"
-            )
-        if self.tail is not None:
-            _checks.choice("tail", self.tail, _checks.TAILS)
+        _validate.check_topk(self.indices, self.logprobs, self.tail)

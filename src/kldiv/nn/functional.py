@@ -28,7 +28,7 @@ import torch
 
 from .. import _validate
 from ..measures import JS, KL, SKEW_KL, TVD
-from . import _checks, _memory
+from . import _memory
 from ._types import TopK
 from .kernels import Divergence, run_dense, run_topk
 
@@ -37,7 +37,7 @@ __all__ = ["distillation_loss", "TopK"]
 
 def divergence_of(name: Any, beta: Any, alpha: Any) -> Divergence:
     """The measure, argument order and parameters behind a ``divergence`` name (see the module table)."""
-    _checks.choice("divergence", name, _checks.DIVERGENCES)
+    _validate.check_choice("divergence", name, _validate.NN_DIVERGENCES)
     beta = _validate.check_in_unit_interval("beta", beta)
     alpha = _validate.check_in_unit_interval("alpha", alpha)
     return {
@@ -63,11 +63,10 @@ class Options:
     @classmethod
     def make(cls, divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction):
         div = divergence_of(divergence, beta, alpha)
-        t = _checks.temperature(temperature)
-        if not isinstance(scale_by_temperature_squared, bool):
-            raise TypeError(f"scale_by_temperature_squared must be True or False, got {scale_by_temperature_squared!r}")
-        index = _checks.integer("ignore_index", ignore_index)
-        reduction = _checks.choice("reduction", reduction, _checks.REDUCTIONS)
+        t = _validate.check_temperature(temperature)
+        _validate.check_flag("scale_by_temperature_squared", scale_by_temperature_squared)
+        index = _validate.check_integer("ignore_index", ignore_index)
+        reduction = _validate.check_choice("reduction", reduction, _validate.NN_REDUCTIONS)
         return cls(div, t, t * t if scale_by_temperature_squared else 1.0, index, reduction)
 
 
@@ -123,7 +122,7 @@ class DistillationFunction(torch.autograd.Function):
             k = indices.shape[-1]
             idx = indices.reshape(-1, k).long()
             lp = logprobs.detach().reshape(-1, k)
-            _check_topk_rows(idx, lp, rows, vocab_size, tail)
+            _validate.check_topk_rows(idx, lp, rows, vocab_size, tail)
             values = run_topk(options.divergence, flat[:, :vocab_size], idx, lp, tail=tail, **common)
         _check_finite(values, rows, batch)
         ctx.grad, ctx.reduction, ctx.shape = grad, options.reduction, student.shape
@@ -142,26 +141,6 @@ class DistillationFunction(torch.autograd.Function):
         elif bool(upstream != 1):
             grad.mul_(upstream.to(grad.dtype))
         return grad.view(ctx.shape), None, None, None, None, None, None, None, None
-
-
-def _check_topk_rows(idx, lp, rows, vocab_size, tail) -> None:
-    if rows is not None:
-        idx, lp = idx.index_select(0, rows), lp.index_select(0, rows)
-    if idx.numel() == 0:
-        return
-    low, high = int(idx.min()), int(idx.max())
-    if low < 0 or high >= vocab_size:
-        raise ValueError(
-            f"TopK.indices holds token id {low if low < 0 else high}, outside the vocabulary [0, {vocab_size}); "
-            "pass token ids of the student's vocabulary (or a larger vocab_size)"
-        )
-    if tail == "bucket":
-        total = float(torch.logsumexp(lp.float(), dim=-1).max().exp())
-        if total > 1 + 1e-3:
-            raise ValueError(
-                f"TopK.logprobs sum to {total:.6g} > 1 at some position after exp; they must be the teacher's "
-                "log-probabilities (log_softmax over the full vocabulary, then topk), not raw logits"
-            )
 
 
 def _check_finite(values: torch.Tensor, rows: torch.Tensor | None, batch: tuple[int, ...]) -> None:
@@ -227,30 +206,26 @@ def distillation_loss(
       Ko et al. (2024), DistiLLM, eq. 4-5 (skew KL and skew reverse KL).
     """
     options = Options.make(divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction)
-    student = _checks.float_tensor("student_logits", student_logits)
+    student = _validate.check_float_tensor("student_logits", student_logits)
     batch = tuple(student.shape[:-1])
     if labels is not None:
-        _checks.labels(labels, batch)
-    num_items = _checks.num_items(num_items_in_batch, options.reduction)
+        _validate.check_labels(labels, batch)
+    num_items = _validate.check_num_items(num_items_in_batch, options.reduction)
     if isinstance(teacher_logits, TopK):
         topk = teacher_logits
-        if tail is not None:
-            _checks.choice("tail", tail, _checks.TAILS)
-        if topk.tail is not None and tail is not None and topk.tail != tail:
-            raise ValueError(f"TopK.tail={topk.tail!r} conflicts with tail={tail!r}; set it in one place")
-        mode = topk.tail or tail or "bucket"
-        _checks.batch_shapes(student, topk.indices, "TopK.indices")
-        _checks.same_device(student, labels=labels, **{"TopK.indices": topk.indices})
-        v = student.shape[-1] if vocab_size is None else _checks.vocab(student.shape[-1], student.shape[-1], vocab_size)
-        if topk.indices.shape[-1] > v:
-            raise ValueError(f"TopK has k = {topk.indices.shape[-1]} tokens per position, more than the vocabulary ({v})")
+        mode = _validate.check_tail(topk.tail, tail)
+        _validate.check_batch_shapes(student, topk.indices, "TopK.indices")
+        _validate.check_same_device(student, labels=labels, **{"TopK.indices": topk.indices})
+        v_student = student.shape[-1]
+        v = v_student if vocab_size is None else _validate.check_vocab_size(v_student, v_student, vocab_size)
+        _validate.check_topk_size(topk.indices.shape[-1], v)
         return DistillationFunction.apply(
             student, None, topk.indices, topk.logprobs, labels, options, v, mode, num_items
         )
     if tail is not None:
-        _checks.choice("tail", tail, _checks.TAILS)
-    teacher = _checks.float_tensor("teacher_logits", teacher_logits)
-    _checks.batch_shapes(student, teacher, "teacher_logits")
-    _checks.same_device(student, teacher_logits=teacher, labels=labels)
-    v = _checks.vocab(student.shape[-1], teacher.shape[-1], vocab_size)
+        _validate.check_choice("tail", tail, _validate.TOPK_TAILS)
+    teacher = _validate.check_float_tensor("teacher_logits", teacher_logits)
+    _validate.check_batch_shapes(student, teacher, "teacher_logits")
+    _validate.check_same_device(student, teacher_logits=teacher, labels=labels)
+    v = _validate.check_vocab_size(student.shape[-1], teacher.shape[-1], vocab_size)
     return DistillationFunction.apply(student, teacher, None, None, labels, options, v, None, num_items)

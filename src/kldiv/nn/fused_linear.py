@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from . import _checks
+from .. import _validate
 from ._types import TopK
 from .functional import Options, row_weight, selected_rows
 from .kernels import run_fused
@@ -148,96 +146,47 @@ def fused_linear_distillation_loss(
       Wijmans et al. (2024), Cut Your Losses in Large-Vocabulary Language Models (chunked logits).
     """
     options = Options.make(divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction)
-    if options.reduction == "none":
-        raise ValueError(
-            "reduction='none' is not available for the fused linear loss (its weight gradient is summed over "
-            "positions in forward); use 'mean' or 'sum', or DistillationLoss on materialised logits"
-        )
-    hidden = _matrix("student_hidden", student_hidden)
-    weight = _matrix("student_weight", student_weight)
-    if weight.shape[1] != hidden.shape[1]:
-        raise ValueError(
-            f"student_weight has shape {tuple(weight.shape)} but student_hidden has {hidden.shape[1]} features; "
-            "the weight must be (V, H) with H = student_hidden.shape[1] (an nn.Linear's .weight)"
-        )
-    if weight.dtype != hidden.dtype:
-        raise TypeError(f"student_hidden is {hidden.dtype} but student_weight is {weight.dtype}; use one dtype")
+    _validate.check_fused_reduction(options.reduction)
+    hidden = _validate.check_matrix("student_hidden", student_hidden)
+    weight = _validate.check_matrix("student_weight", student_weight)
+    _validate.check_lm_head(hidden, weight)
     n, v = hidden.shape[0], weight.shape[0]
-    _bias("student_bias", student_bias, v)
+    _validate.check_bias("student_bias", student_bias, v)
     if labels is not None:
-        _checks.labels(labels, (n,), "student_hidden")
-    hard = _checks.weight("hard_label_weight", hard_label_weight)
-    if hard and labels is None:
-        raise ValueError("hard_label_weight > 0 needs labels (the token ids whose cross-entropy is added)")
-    if accum_dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"accum_dtype must be torch.float32 or torch.float64, got {accum_dtype!r}")
-    num_items = _checks.num_items(num_items_in_batch, options.reduction)
-    given = [name for name, x in (("teacher_hidden", teacher_hidden), ("teacher_logits", teacher_logits)) if x is not None]
-    if len(given) != 1:
-        raise ValueError(
-            "pass exactly one teacher: teacher_hidden with teacher_weight, or teacher_logits (a tensor or a TopK); "
-            f"got {' and '.join(given) if given else 'neither'}"
-        )
+        _validate.check_labels(labels, (n,), "student_hidden")
+    hard = _validate.check_hard_label_weight(hard_label_weight)
+    _validate.check_accum_dtype(accum_dtype)
+    num_items = _validate.check_num_items(num_items_in_batch, options.reduction)
+    _validate.check_one_teacher(teacher_hidden, teacher_logits)
     if tail is not None:
-        _checks.choice("tail", tail, _checks.TAILS)
+        _validate.check_choice("tail", tail, _validate.TOPK_TAILS)
     indices = logprobs = None
     mode = None
     if teacher_hidden is not None:
-        teacher_hidden = _matrix("teacher_hidden", teacher_hidden)
-        if teacher_weight is None:
-            raise ValueError("teacher_hidden needs teacher_weight (V_t, H_t), the teacher's LM head")
-        teacher_weight = _matrix("teacher_weight", teacher_weight)
-        if teacher_hidden.shape[0] != n or teacher_weight.shape[1] != teacher_hidden.shape[1]:
-            raise ValueError(
-                f"teacher_hidden has shape {tuple(teacher_hidden.shape)} and teacher_weight "
-                f"{tuple(teacher_weight.shape)}; they need N = {n} rows and a shared feature size H_t"
-            )
-        _bias("teacher_bias", teacher_bias, teacher_weight.shape[0])
+        teacher_hidden, teacher_weight = _validate.check_teacher_head(teacher_hidden, teacher_weight, n)
+        _validate.check_bias("teacher_bias", teacher_bias, teacher_weight.shape[0])
         teacher_v = teacher_weight.shape[0]
-        _checks.same_device(hidden, teacher_hidden=teacher_hidden, teacher_weight=teacher_weight)
+        _validate.check_same_device(hidden, teacher_hidden=teacher_hidden, teacher_weight=teacher_weight)
     elif isinstance(teacher_logits, TopK):
         indices, logprobs = teacher_logits.indices, teacher_logits.logprobs
-        if indices.shape[0] != n or indices.ndim != 2:
-            raise ValueError(f"TopK.indices has shape {tuple(indices.shape)}; it needs shape (N, k) with N = {n}")
-        if teacher_logits.tail is not None and tail is not None and teacher_logits.tail != tail:
-            raise ValueError(f"TopK.tail={teacher_logits.tail!r} conflicts with tail={tail!r}; set it in one place")
-        mode = teacher_logits.tail or tail or "bucket"
+        _validate.check_fused_topk(indices, n)
+        mode = _validate.check_tail(teacher_logits.tail, tail)
         teacher_v, teacher_logits = v, None
     else:
-        teacher_logits = _matrix("teacher_logits", teacher_logits)
-        if teacher_logits.shape[0] != n:
-            raise ValueError(f"teacher_logits has {teacher_logits.shape[0]} rows but student_hidden has {n}")
+        teacher_logits = _validate.check_fused_teacher_logits(teacher_logits, n)
         teacher_v = teacher_logits.shape[1]
-    size = _checks.vocab(v, teacher_v, vocab_size, "the teacher")
-    _checks.same_device(hidden, student_weight=weight, labels=labels)
-    if hard and labels is not None:
-        kept = labels[labels != options.ignore_index]
-        if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= size):
-            raise ValueError(f"labels hold token ids outside [0, {size}); the cross-entropy needs ids of the vocabulary")
+    size = _validate.check_vocab_size(v, teacher_v, vocab_size, "the teacher")
+    _validate.check_same_device(hidden, student_weight=weight, labels=labels)
+    if hard:
+        _validate.check_hard_labels(labels, options.ignore_index, size)
     if indices is not None:
-        from .functional import _check_topk_rows
-
         rows, _ = selected_rows(labels, n, options.ignore_index)
-        _check_topk_rows(indices.long(), logprobs, rows, size, mode)
+        _validate.check_topk_rows(indices.long(), logprobs, rows, size, mode)
     config = (options, size, mode, hard, num_items, accum_dtype)
     return FusedLinearFunction.apply(
         hidden, weight, student_bias, teacher_hidden, teacher_weight, teacher_bias, teacher_logits, indices,
         logprobs, labels, config,
     )
-
-
-def _matrix(name: str, x: Any) -> torch.Tensor:
-    x = _checks.float_tensor(name, x)
-    if x.ndim != 2:
-        raise ValueError(f"{name} has shape {tuple(x.shape)}; it must be 2-D (flatten batch and sequence first)")
-    return x
-
-
-def _bias(name: str, b: Any, v: int) -> None:
-    if b is not None:
-        b = _checks.float_tensor(name, b)
-        if tuple(b.shape) != (v,):
-            raise ValueError(f"{name} has shape {tuple(b.shape)}; it must be ({v},), one entry per vocabulary row")
 
 
 class FusedLinearDistillationLoss(torch.nn.Module):
@@ -273,9 +222,9 @@ class FusedLinearDistillationLoss(torch.nn.Module):
     ) -> None:
         super().__init__()
         Options.make(divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction)
-        if reduction == "none":
-            raise ValueError("reduction='none' is not available for the fused linear loss; use 'mean' or 'sum'")
-        _checks.weight("hard_label_weight", hard_label_weight)
+        _validate.check_fused_reduction(reduction)
+        _validate.check_hard_label_weight(hard_label_weight)
+        _validate.check_accum_dtype(accum_dtype)
         self.kwargs = dict(
             divergence=divergence, beta=beta, alpha=alpha, temperature=temperature,
             scale_by_temperature_squared=scale_by_temperature_squared, ignore_index=ignore_index,

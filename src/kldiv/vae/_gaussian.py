@@ -6,28 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import is_tracing, namespace, to_array
-
-_REDUCTIONS = ("none", "sum", "mean", "batchmean")
-
-
-def _check_reduction(reduction: Any) -> str:
-    if reduction not in _REDUCTIONS:
-        raise ValueError(
-            f"reduction must be one of 'none' (per dimension), 'sum', 'mean' or 'batchmean' (sum / batch size), "
-            f"got {reduction!r}"
-        )
-    return reduction
-
-
-def _check_finite(xp: Any, x: Any, name: str) -> None:
-    if is_tracing(x):
-        return
-    host = x.detach().cpu().double().numpy() if hasattr(x, "detach") else np.asarray(x)
-    bad = ~np.isfinite(host)
-    if bad.any():
-        index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), host.shape)) if host.ndim else ()
-        raise ValueError(f"{name}{list(index) if index else ''} = {host[index]}; it must be finite")
+from .. import _validate
+from .._backend import namespace, to_array
 
 
 def _reduce(xp: Any, value: Any, reduction: str) -> Any:
@@ -72,13 +52,13 @@ def gaussian_kl(
     References:
         D. P. Kingma and M. Welling, "Auto-encoding variational Bayes", ICLR 2014, Appendix B.
     """
-    reduction = _check_reduction(reduction)
+    reduction = _validate.check_vae_reduction(reduction)
     xp = namespace(mean, log_var, prior_mean, prior_log_var)
     arrays = []
     like = mean if not isinstance(mean, list | tuple | float | int) else None
     for name, value in (("mean", mean), ("log_var", log_var), ("prior_mean", prior_mean), ("prior_log_var", prior_log_var)):
         array = to_array(value, name, xp, like=like)
-        _check_finite(xp, array, name)
+        _validate.check_finite_array(array, name)
         arrays.append(array)
     mu, v, mu0, v0 = arrays
     try:
@@ -121,7 +101,7 @@ def gaussian_kl_full(
     References:
         Standard Gaussian KL, e.g. Rasmussen and Williams, "Gaussian Processes for Machine Learning", 2006, A.5.
     """
-    reduction = _check_reduction(reduction)
+    reduction = _validate.check_vae_reduction(reduction)
     is_torch = hasattr(mean, "detach") or hasattr(scale_tril, "detach")
     if is_torch:
         import torch
@@ -145,7 +125,7 @@ def gaussian_kl_full(
             f"match mean's last axis of size {d}"
         )
     for name, x in (("mean", mu), ("scale_tril", lower), ("prior_mean", mu0), ("prior_scale_tril", lower0)):
-        _check_finite(None, x, name)
+        _validate.check_finite_array(x, name)
     diag = lower.diagonal(0, -2, -1) if is_torch else np.diagonal(lower, 0, -2, -1)
     diag0 = lower0.diagonal(0, -2, -1) if is_torch else np.diagonal(lower0, 0, -2, -1)
     if (diag == 0).any() or (diag0 == 0).any():

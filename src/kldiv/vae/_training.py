@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import _validate
+
 __all__ = [
     "beta_kl",
     "capacity_kl",
@@ -37,29 +39,6 @@ def _is_torch(x: Any) -> bool:
     return type(x).__module__.startswith("torch")
 
 
-def _check_nonnegative(value: float, name: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return value
-
-
-def _as_float64(x: Any, name: str) -> np.ndarray:
-    if _is_torch(x):
-        x = x.detach().cpu().double().numpy()
-    array = np.asarray(x, dtype=np.float64)
-    if array.ndim != 2:
-        raise ValueError(f"{name} must have shape (batch, latent), got shape {array.shape}")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {array.shape}); pass at least one sample and one latent dimension")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return array
-
-
 # --- weighting --------------------------------------------------------------------------------------
 
 
@@ -79,7 +58,7 @@ def beta_kl(kl: Any, beta: float = 1.0) -> Any:
     References:
       Higgins et al. (2017), β-VAE: Learning basic visual concepts with a constrained variational framework, Eq. 4.
     """
-    return _check_nonnegative(beta, "beta") * kl
+    return _validate.check_nonnegative("beta", beta) * kl
 
 
 def capacity_kl(kl: Any, capacity: float, *, beta: float = 1.0) -> Any:
@@ -100,8 +79,8 @@ def capacity_kl(kl: Any, capacity: float, *, beta: float = 1.0) -> Any:
     References:
       Burgess et al. (2018), Understanding disentangling in β-VAE, Eq. 8.
     """
-    capacity = _check_nonnegative(capacity, "capacity")
-    beta = _check_nonnegative(beta, "beta")
+    capacity = _validate.check_nonnegative("capacity", capacity)
+    beta = _validate.check_nonnegative("beta", beta)
     return beta * abs(kl - capacity)
 
 
@@ -135,13 +114,8 @@ def free_bits(kl: Any, threshold: float, *, mode: str = "batch") -> Any:
       Kingma et al. (2016), Improved variational inference with inverse autoregressive flow, Appendix C.8
       (Eq. 15).
     """
-    threshold = _check_nonnegative(threshold, "threshold")
-    if mode not in ("batch", "sample"):
-        raise ValueError(f"mode must be 'batch' or 'sample', got {mode!r}")
-    if len(kl.shape) != 2:
-        raise ValueError(f"kl must have shape (batch, groups), got shape {tuple(kl.shape)}")
-    if kl.shape[0] == 0:
-        raise ValueError("kl is empty: the batch has no samples")
+    threshold = _validate.check_nonnegative("threshold", threshold)
+    _validate.check_free_bits_input(kl, mode)
     if _is_torch(kl):
         import torch
 
@@ -157,21 +131,6 @@ def free_bits(kl: Any, threshold: float, *, mode: str = "batch") -> Any:
 # --- schedules ----------------------------------------------------------------------------------------
 
 
-def _check_step(step: Any) -> int:
-    if isinstance(step, bool) or not isinstance(step, int | np.integer):
-        raise TypeError(f"step must be an int, got {type(step).__name__}")
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}")
-    return int(step)
-
-
-def _check_finite(value: float, name: str) -> float:
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
-
-
 @dataclass(frozen=True)
 class ConstantSchedule:
     """The same weight at every step: ``schedule(t) = value``."""
@@ -179,10 +138,10 @@ class ConstantSchedule:
     value: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_finite(self.value, "value")
+        _validate.check_finite_number("value", self.value)
 
     def __call__(self, step: int) -> float:
-        _check_step(step)
+        _validate.check_step(step)
         return float(self.value)
 
 
@@ -203,21 +162,16 @@ class LinearWarmup:
 
     def __post_init__(self) -> None:
         for name in ("warmup_steps", "delay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-        _check_finite(self.start, "start")
-        _check_finite(self.stop, "stop")
+            _validate.check_integer_at_least(name, getattr(self, name), 0)
+        _validate.check_finite_number("start", self.start)
+        _validate.check_finite_number("stop", self.stop)
 
     def __call__(self, step: int) -> float:
-        t = _check_step(step) - self.delay
+        t = _validate.check_step(step) - self.delay
         if t <= 0:
             return float(self.start) if self.warmup_steps > 0 or t < 0 else float(self.stop)
         fraction = 1.0 if self.warmup_steps == 0 else min(1.0, t / self.warmup_steps)
         return float(self.start + (self.stop - self.start) * fraction)
-
-
-_RAMPS = ("linear", "cosine", "sigmoid")
 
 
 def _ramp(kind: str, u: float) -> float:
@@ -255,18 +209,14 @@ class CyclicalSchedule:
 
     def __post_init__(self) -> None:
         for name in ("total_steps", "n_cycles"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if not (0.0 < float(self.ratio) <= 1.0):
-            raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
-        if self.ramp not in _RAMPS:
-            raise ValueError(f"ramp must be one of {', '.join(_RAMPS)}, got {self.ramp!r}")
-        _check_finite(self.start, "start")
-        _check_finite(self.stop, "stop")
+            _validate.check_integer_at_least(name, getattr(self, name), 1)
+        _validate.check_cycle_ratio(self.ratio)
+        _validate.check_ramp(self.ramp)
+        _validate.check_finite_number("start", self.start)
+        _validate.check_finite_number("stop", self.stop)
 
     def __call__(self, step: int) -> float:
-        t = _check_step(step)
+        t = _validate.check_step(step)
         if t >= self.total_steps:
             return float(self.stop)
         period = self.total_steps / self.n_cycles
@@ -296,10 +246,9 @@ def kl_per_dimension(mean: Any, log_var: Any) -> np.ndarray:
     """
     from ._gaussian import gaussian_kl
 
-    mean = _as_float64(mean, "mean")
-    log_var = _as_float64(log_var, "log_var")
-    if mean.shape != log_var.shape:
-        raise ValueError(f"mean and log_var must have the same shape, got {mean.shape} and {log_var.shape}")
+    mean = _validate.check_latent_batch(mean, "mean")
+    log_var = _validate.check_latent_batch(log_var, "log_var")
+    _validate.check_same_latent_shape(mean, log_var)
     per_element = np.asarray(gaussian_kl(mean, log_var, reduction="none"), dtype=np.float64)
     return per_element.mean(axis=0)
 
@@ -313,7 +262,7 @@ def latent_variances(mean: Any) -> np.ndarray:
     References:
       Burda et al. (2016), Importance weighted autoencoders, Section 5.2.
     """
-    return _as_float64(mean, "mean").var(axis=0)
+    return _validate.check_latent_batch(mean, "mean").var(axis=0)
 
 
 def active_units(mean: Any, *, threshold: float = 0.01) -> int:
@@ -333,7 +282,7 @@ def active_units(mean: Any, *, threshold: float = 0.01) -> int:
     References:
       Burda et al. (2016), Importance weighted autoencoders, Section 5.2.
     """
-    threshold = _check_nonnegative(threshold, "threshold")
+    threshold = _validate.check_nonnegative("threshold", threshold)
     return int(np.sum(latent_variances(mean) > threshold))
 
 
@@ -363,14 +312,12 @@ def mutual_information(mean: Any, log_var: Any, *, seed: int | None = 0, samples
       He et al. (2019), Lagging inference networks and posterior collapse in variational autoencoders, Eq. 4
       and their ``calc_mi``; Hoffman & Johnson (2016), ELBO surgery.
     """
-    mean = _as_float64(mean, "mean")
-    log_var = _as_float64(log_var, "log_var")
-    if mean.shape != log_var.shape:
-        raise ValueError(f"mean and log_var must have the same shape, got {mean.shape} and {log_var.shape}")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be an int >= 1, got {samples!r}")
+    mean = _validate.check_latent_batch(mean, "mean")
+    log_var = _validate.check_latent_batch(log_var, "log_var")
+    _validate.check_same_latent_shape(mean, log_var)
+    samples = _validate.check_integer_at_least("samples", samples, 1)
     batch, dim = mean.shape
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_validate.check_seed("seed", seed))
     std = np.exp(0.5 * log_var)
     neg_entropy = float(np.mean(-0.5 * dim * math.log(2 * math.pi) - 0.5 * np.sum(1.0 + log_var, axis=1)))
     inv_var = np.exp(-log_var)  # (B, d)

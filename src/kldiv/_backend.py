@@ -115,13 +115,6 @@ def is_tracing(x: Any) -> bool:
     return False
 
 
-def compiling() -> bool:
-    """True while ``torch.compile`` traces (checked without array-api-compat, whose cached helpers Dynamo warns
-    about)."""
-    torch = sys.modules.get("torch")
-    return torch is not None and torch.compiler.is_compiling()
-
-
 def is_torch(x: Any) -> bool:
     return array_api_compat.is_torch_array(x)
 

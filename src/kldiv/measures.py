@@ -154,6 +154,8 @@ def _excess(xp, y: Any) -> Any:
     return y - xp.log1p(y)
 
 
+
+
 def _kl_terms(xp, P: _rows.Side, Q: _rows.Side) -> tuple[Any, Any]:
     """Per-entry terms of KL(P || Q) = sum p (e^r - 1 - r) with r = log(q / p), and r.
 
@@ -163,12 +165,15 @@ def _kl_terms(xp, P: _rows.Side, Q: _rows.Side) -> tuple[Any, Any]:
     value of a small KL. Where r > 1 the same term is written q - p (1 + r) (no overflow of e^r). Where p = 0
     the term is q: sum p e^r covers P's support only, so KL = sum_{p > 0} p (e^r - 1 - r) + sum_{p = 0} q."""
     r = _rows.log_ratio(xp, P, Q)
+    if not (P.edges or Q.edges):  # tame sides: p is a normal float and e^r finite, no select is needed
+        term = xp.expm1(r)  # p (expm1(r) - r): 2.5e-7 median relative error in float32 on near-identical rows
+        term -= r
+        term *= P.p
+        return term, r
     e = xp.expm1(r)
     # |r| <= 1: y - log1p(y) with y = e^r - 1 (log1p(y) = r, its rounding correlated with y's: 3e-7 median
     # relative error in float32 on near-identical rows, 2e-6 for e^r - 1 - r); r < -1: e^r - 1 - r directly
     term = xp.where(r > 1, Q.p - P.p * (1 + r), P.p * xp.where(r < -1, e - r, _excess(xp, e)))
-    if not (P.edges or Q.edges):
-        return term, r
     term = xp.where(P.x == -INF, Q.p, term)
     return xp.where((Q.x == -INF) & (P.x > -INF), INF, term), r
 
@@ -230,10 +235,22 @@ def _js_terms(xp, P: _rows.Side, Q: _rows.Side, weight: float) -> tuple[Any, Any
     return h_p, h_q
 
 
+def _js_tame_ratios(xp, P: _rows.Side, Q: _rows.Side, weight: float) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+    """On tame sides (see :mod:`kldiv._rows`): (m / p - 1, log(m / p)) and (m / q - 1, log(m / q)) per entry,
+    select-free: expm1 of r = log(q / p) is finite there, and 1 + (m / p - 1) >= weight > 0."""
+    r = _rows.log_ratio(xp, P, Q)
+    y_p, y_q = (1 - weight) * xp.expm1(r), weight * xp.expm1(-r)
+    return (y_p, xp.log1p(y_p)), (y_q, xp.log1p(y_q))
+
+
 def _js_sums(xp, P: _rows.Side, Q: _rows.Side, *, weight: float) -> tuple[Any, Any]:
     if weight in (0.0, 1.0):
         zero = _rows.row_sum(xp, 0.0 * P.p)
         return zero, zero
+    if not (P.edges or Q.edges):
+        # KL(P || M) = sum p (y - log1p(y)) with y = m / p - 1 (sum m = sum p): terms >= 0, no cancellation
+        (y_p, l_p), (y_q, l_q) = _js_tame_ratios(xp, P, Q, weight)
+        return _rows.row_sum(xp, P.p * (y_p - l_p)), _rows.row_sum(xp, Q.p * (y_q - l_q))
     h_p, h_q = _js_terms(xp, P, Q, weight)
     return _rows.row_sum(xp, h_p), _rows.row_sum(xp, h_q)  # KL(P || M), KL(Q || M)
 
@@ -247,8 +264,11 @@ def _js_grad(xp, sides, sums, i, *, weight: float) -> Any:
     if weight in (0.0, 1.0):
         return 0.0 * sides[i].p
     # w (h_p - p KL(P || M)) for P, (1 - w) (h_q - q KL(Q || M)) for Q
-    h = _js_terms(xp, P, Q, weight)[i]
     s = sides[i]
+    if not (P.edges or Q.edges):
+        h = -s.p * _js_tame_ratios(xp, P, Q, weight)[i][1]
+    else:
+        h = _js_terms(xp, P, Q, weight)[i]
     return (weight if i == 0 else 1 - weight) * (h - s.p * xp.astype(sums[i], s.x.dtype)[..., None])
 
 
@@ -280,6 +300,9 @@ def _skew_terms(xp, P: _rows.Side, Q: _rows.Side, alpha: float) -> tuple[Any, An
     m = alpha p + (1 - alpha) q)."""
     r = _rows.log_ratio(xp, P, Q)
     y = (1 - alpha) * xp.expm1(r)  # m / p - 1
+    if not (P.edges or Q.edges):  # tame: y is finite, and p a normal float
+        log_m_over_p = xp.log1p(y)
+        return P.p * (y - log_m_over_p), -P.p * log_m_over_p, xp.exp(-log_m_over_p)
     log_m_over_p = _log_mix(xp, r, alpha)
     term = xp.where(r > 1, (1 - alpha) * (Q.p - P.p) - P.p * log_m_over_p, P.p * _excess(xp, y))
     return (
@@ -335,11 +358,15 @@ def _tvd_vjp(xp, P: Canon, Q: Canon, value, logits: bool) -> tuple[Any, Any]:
 
 
 def _tvd_terms(xp, P: _rows.Side, Q: _rows.Side) -> tuple[Any, Any]:
-    """|p - q| and sign(p - q) per entry, from r = log(q / p): |p - q| = q (1 - e^-r) where q > p and
-    p (1 - e^r) elsewhere, each exact to the working precision even when p and q agree to many digits."""
+    """|p - q| and sign(p - q) per entry. On tame sides (see :mod:`kldiv._rows`) the plain difference: its
+    rounding is random across the row, 2.5e-7 median relative error on near-identical float32 rows. Otherwise
+    from r = log(q / p): |p - q| = q (1 - e^-r) where q > p and p (1 - e^r) elsewhere, exact per entry to the
+    working precision (and 0 where both probabilities are)."""
+    if not (P.edges or Q.edges):
+        d = P.p - Q.p
+        return xp.abs(d), _rows.sign_of_finite(xp, d)
     r = _rows.log_ratio(xp, P, Q)
-    if P.edges or Q.edges:
-        r = xp.where((P.x == -INF) & (Q.x == -INF), 0.0, r)
+    r = xp.where((P.x == -INF) & (Q.x == -INF), 0.0, r)
     diff = xp.where(r > 0, -Q.p * xp.expm1(-r), -P.p * xp.expm1(r))
     return diff, -xp.sign(r)
 
@@ -357,8 +384,7 @@ def _tvd_grad(xp, sides, sums, i) -> Any:
     # p s - p sum(p s) for P and -(q s - q sum(q s)) for Q, s = sign(p - q) / 2
     s = sides[i]
     sign = _tvd_terms(xp, *sides)[1]
-    g = 0.5 * s.p * (sign - xp.astype(sums[1 + i], s.x.dtype)[..., None])
-    return g if i == 0 else -g
+    return (0.5 if i == 0 else -0.5) * s.p * (sign - xp.astype(sums[1 + i], s.x.dtype)[..., None])
 
 
 TVD = Measure("tvd", _tvd_value, _tvd_vjp, _rows.RowForm(_tvd_sums, _tvd_finish, _tvd_grad))

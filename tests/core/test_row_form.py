@@ -114,3 +114,43 @@ def test_row_form_in_float32_keeps_the_relative_precision_of_near_identical_rows
     got = as_numpy(_rows.evaluate(measure.rows, xp, logits32, params)[0])
     error = np.abs(got - want) / want
     assert np.median(error) <= 2e-5, f"median relative error {np.median(error):.2e}"
+
+
+def _tame_logits(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Finite float64 rows as wide as a tame side may be (max - min up to TAME_SPAN - log V), so that p reaches
+    e^-86 where q is large and the log-ratio spans about +-86: where the select-free formulas must not overflow."""
+    rng = np.random.default_rng(seed)
+    v = 40
+    span = _rows.TAME_SPAN - math.log(v) - 1e-9
+    a = 3 * rng.standard_normal((8, v))
+    b = a + 0.01 * rng.standard_normal((8, v))  # near-identical rows
+    a[:4] = -span * rng.permuted(np.tile(np.linspace(0, 1, v), (4, 1)), axis=1)  # the widest tame rows
+    b[:2] = -span * rng.permuted(np.tile(np.linspace(0, 1, v), (2, 1)), axis=1)
+    b[2:4] = a[2:4, ::-1]  # the rarest outcome of one side is the likeliest of the other: r = +-86
+    return a, b
+
+
+@pytest.mark.parametrize(("measure", "params"), CASES, ids=[f"{m.name}-{p}" for m, p in CASES])
+def test_tame_rows_take_the_select_free_formulas_and_equal_the_reference_in_float64(measure, params):
+    a, b = _tame_logits(2)
+    logits = tuple(torch.tensor(x) for x in ((a,) if measure is ENTROPY else (a, b)))
+    assert not any(_rows.side(torch_xp, x).edges for x in logits), "these rows are tame"
+    sides = tuple(range(len(logits)))
+    want_v, want_g = reference(torch_xp, measure, logits, params)
+    got_v, got_g = _rows.evaluate(measure.rows, torch_xp, logits, params, sides)
+    np.testing.assert_allclose(got_v.numpy(), want_v.numpy(), rtol=1e-12, atol=1e-14)
+    for want, got in zip(want_g, got_g, strict=True):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-13)
+
+
+def test_a_row_wider_than_the_tame_span_takes_the_guarded_formulas():
+    v = 40
+    a = torch.zeros(2, v, dtype=torch.float64)
+    a[1, 0] = -(_rows.TAME_SPAN - math.log(v)) - 0.5  # p = e^-86.5 / z: below the tame bound
+    assert _rows.side(torch_xp, a).edges
+    assert not _rows.side(torch_xp, a[:1]).edges
+    b = a.flip(-1)
+    for measure, params in CASES[1:]:
+        value = _rows.evaluate(measure.rows, torch_xp, (a, b), params)[0]
+        want = reference(torch_xp, measure, (a, b), params)[0]
+        np.testing.assert_allclose(value.numpy(), want.numpy(), rtol=1e-12, atol=1e-14)

@@ -42,7 +42,11 @@ class Divergence:
         sides = self.ordered(student, teacher)
         sums = form.sums(xp, *sides, **params)
         if out is not None:
-            out.copy_(form.grad(xp, sides, sums, self.student, **params) * factor)
+            grad = form.grad(xp, sides, sums, self.student, **params)
+            if torch.compiler.is_compiling():
+                out.copy_(grad * factor)
+            else:
+                torch.mul(grad, factor, out=out)  # one pass, no temporary
         return (*sums, sides[0].z, sides[1].z)
 
     def finish(self, pieces: tuple[Any, ...]) -> Any:
@@ -56,11 +60,19 @@ def work_dtype(*dtypes: torch.dtype) -> torch.dtype:
     return torch.float64 if torch.float64 in dtypes else torch.float32
 
 
+def tempered(logits: torch.Tensor, inv_temperature: torch.Tensor) -> torch.Tensor:
+    """``logits`` in the work dtype (``inv_temperature``'s) divided by the temperature; eagerly, temperature 1
+    costs no pass over the logits."""
+    x = logits.to(inv_temperature.dtype)
+    if not torch.compiler.is_compiling() and bool(inv_temperature == 1):
+        return x
+    return x * inv_temperature
+
+
 def _dense_kernel(div: Divergence):
     def kernel(student, teacher, inv_temperature, grad_scale, out):
-        dtype = inv_temperature.dtype
-        s = _rows.side(xp, student.to(dtype) * inv_temperature)
-        t = _rows.side(xp, teacher.to(dtype) * inv_temperature)
+        s = _rows.side(xp, tempered(student, inv_temperature))
+        t = _rows.side(xp, tempered(teacher, inv_temperature))
         return div.reductions(s, t, inv_temperature * grad_scale, out)
 
     return kernel

@@ -39,8 +39,9 @@ class Config:
         which then runs eagerly (same numbers, slower) with one warning.
       compile_min_elements: the size from which compilation pays for its seconds of compile time.
       threads: NumPy chunks run on a pool of this many threads (NumPy's ufuncs release the GIL).
-      numpy_chunk: elements per input and chunk on the NumPy path; 2**15 float32 values (128 KiB) keep a chunk
-        and its temporaries in L2 (best of 2**14..2**18).
+      numpy_chunk: elements per input and chunk on the NumPy path; 2**18 float32 values (1 MiB) keep a chunk
+        and its temporaries in cache while the Python work per chunk stays small beside the arithmetic (best of
+        2**15..2**19 for KL at (4096, 32000): 2.4x faster than 2**15 validated, 1.8x without validation).
       array_chunk: elements per chunk for other array libraries (torch, JAX, CuPy) in the core API.
       eager_chunk: elements per chunk of the eager ``kldiv.nn`` kernels; 2**18 float32 (1 MiB) per temporary
         stays in L2 between the kernel's operations.
@@ -55,7 +56,7 @@ class Config:
     compile: str = "auto"
     compile_min_elements: int = 1 << 22
     threads: int = max(1, min(8, os.cpu_count() or 1))
-    numpy_chunk: int = 1 << 15
+    numpy_chunk: int = 1 << 18
     array_chunk: int = 1 << 22
     eager_chunk: int = 1 << 18
     compiled_chunk: int = 1 << 23

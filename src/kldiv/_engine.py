@@ -14,18 +14,34 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from . import _backend, _config, _rows, _validate
 
 
-class Canon(NamedTuple):
-    """A distribution in canonical form: probabilities ``p`` and log-probabilities ``lp`` (``-inf`` at zero)."""
+class Canon:
+    """A distribution in canonical form: probabilities ``p`` and log-probabilities ``lp`` (``-inf`` at zero).
 
-    p: Any
-    lp: Any
+    Given probabilities only, ``lp`` is ``log(p)`` taken on first use: a measure that needs no log of each
+    side on its own (KL reads log(p / q), one log where two would be) never pays for it."""
+
+    __slots__ = ("p", "_lp", "_xp")
+
+    def __init__(self, p: Any, lp: Any = None, xp: Any = None) -> None:
+        self.p, self._lp, self._xp = p, lp, xp
+
+    @property
+    def lp(self) -> Any:
+        if self._lp is None:
+            self._lp = self._xp.log(self.p)
+        return self._lp
+
+    @property
+    def has_lp(self) -> bool:
+        """True when ``lp`` is already at hand (given logits, or taken once)."""
+        return self._lp is not None
 
 
 @dataclass(frozen=True)
@@ -109,7 +125,7 @@ def canonical(xp: Any, x: Any, from_logits: bool, check: bool, row0: int, loc: _
         return Canon(e / total, shifted - xp.log(total))
     if check:
         _validate.check_probability_rows(xp, x, row0, loc, eps)
-    return Canon(x, xp.log(x))
+    return Canon(x, xp=xp)
 
 
 def _as_dtype(xp: Any, x: Any, dtype: Any) -> Any:

@@ -131,3 +131,29 @@ def test_float32_logits_of_near_identical_models_give_kl_to_float32_precision_on
     for name, got in paths.items():
         error = np.median(np.abs(np.asarray(got, dtype=np.float64) - want) / want)
         assert error <= 2e-5, f"{name}: median relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_kl_of_probabilities_is_as_precise_as_the_direct_formula_and_exact_at_every_edge(library):
+    scipy_special = pytest.importorskip("scipy.special")
+    rng = np.random.default_rng(11)
+    logits = 3 * rng.standard_normal((64, 2000))
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    q = p * np.exp(0.01 * rng.standard_normal(p.shape))  # near-identical rows: KL ~ 5e-5
+    p[1, :10], q[2, :10] = 0.0, 0.0  # zeros in P (terms 0) and in Q where P is positive (KL = inf)
+    p[3, 0], q[3, 0] = 0.5, 0.0
+    p[3, 1:] *= 0.5 / p[3, 1:].sum()
+    q /= q.sum(-1, keepdims=True)
+    q[3, 0] = 1e-44  # a denormal q: p / q overflows float32 where the log-ratio is finite
+    p32, q32 = p.astype(np.float32), q.astype(np.float32)
+    want = scipy_special.rel_entr(p32.astype(np.float64), q32.astype(np.float64)).sum(-1)  # of the float32 numbers
+    args = (torch.tensor(p32), torch.tensor(q32)) if library == "torch" else (p32, q32)
+    got = np.asarray(kldiv.kl(*args, validate=False))
+    assert got.dtype == np.float32
+    assert np.isinf(got[2]) and not np.isinf(np.delete(got, 2)).any()
+    assert abs(got[3] - want[3]) <= 1e-6 * want[3]  # the edge row, about 0.5 log(0.5 / 1e-44)
+    plain = slice(4, None)  # the rows without an edge
+    direct = (p32[plain] * np.log(p32[plain] / q32[plain])).sum(-1)  # what a user writes, in float32
+    error = np.median(np.abs(got[plain] - want[plain]) / want[plain])
+    assert error <= 1.1 * np.median(np.abs(direct - want[plain]) / want[plain])
+    assert error <= 3e-4  # two logs, log p - log q, give 4e-4 here

@@ -5,8 +5,8 @@ the compare kernel, and later the Triton and vocabulary-parallel kernels) evalua
 measure's :class:`RowForm`, in three stages per row:
 
 1. the row max ``m`` and the shifted logits ``x = logits - m`` (``-inf`` where the probability is 0);
-2. the sum of exponentials ``z = sum exp(x)``, accumulated in float64 (see :func:`row_sum` for eager CPU
-   tensors), and ``p = exp(x) / z``;
+2. the sum of exponentials ``z = sum exp(x)``, accumulated in float64 (float32 for PyTorch: see
+   :func:`row_sum`), and ``p = exp(x) / z``;
 3. the measure's row sums (``RowForm.sums``), accumulated likewise, then ``RowForm.finish`` combines them
    with the row constants ``log z``, and ``RowForm.grad`` gives the gradient in either side's logits.
 
@@ -39,9 +39,12 @@ class Side(NamedTuple):
     z: Any  # (rows, 1) sum of exp(x), float64 where the namespace has it
     log_z: Any  # (rows, 1) log z, same dtype as z
     # False when the block is known to be tame (see TAME_SPAN): every logit finite and every probability a
-    # normal float, so the row forms use their select-free formulas (decided for eager CPU tensors only: a
-    # select costs 25 elementwise products there; True elsewhere, where the selects are fused or cheap)
+    # normal float, so the row forms use their select-free formulas (decided for eager CPU tensors, where a
+    # select costs 25 elementwise products; True elsewhere, unless side() was asked to be optimistic)
     edges: bool = True
+    # With side(optimistic=True): (rows,) bool, True where the row is tame. Rows that are not got values from the
+    # select-free formulas all the same, and the caller must evaluate them again (None: every row is exact)
+    tame: Any = None
 
 
 @dataclass(frozen=True)
@@ -70,17 +73,18 @@ def wide(xp: Any, like: Any) -> Any:
 
 
 def row_sum(xp: Any, x: Any, keepdims: bool = False) -> Any:
-    """Sum over the last axis, accumulated in the wide dtype.
+    """Sum over the last axis: accumulated in float64 for NumPy (and JAX with x64), in float32 for PyTorch
+    tensors below float64.
 
-    Eager CPU tensors below float64 accumulate in float32 instead: PyTorch's CPU sums are cascaded (the error
-    of a float32 sum stays near one rounding of the result), while a float64 sum first converts the whole
-    block, a temporary twice its size that costs more than the rest of a KL row form together. Measured on
-    near-identical float32 rows, the median relative error of every row form stays under 1.5e-6 (2e-7 for KL).
+    PyTorch's sums are blocked (cascaded on CPU, tree reductions in compiled and GPU code), so a float32 sum stays
+    near one rounding of its result, while a float64 sum of float32 data converts the whole block first (eagerly, a
+    temporary twice its size that costs more than the rest of a KL row form) or halves the vector width (compiled,
+    2x slower at (4096, 32000)). The row forms are built to need no more: KL's and JS's terms are non-negative and
+    insensitive to the rounding of z. Measured on near-identical float32 rows, the median relative error of every
+    row form stays under 1.5e-6 (2e-7 for KL).
     """
     torch = sys.modules.get("torch")
-    if torch is not None and isinstance(x, torch.Tensor) and x.device.type == "cpu" and x.dtype != torch.float64 and (
-        not torch.compiler.is_compiling()
-    ):
+    if torch is not None and isinstance(x, torch.Tensor) and x.dtype != torch.float64:
         return torch.sum(x, dim=-1, keepdim=keepdims, dtype=torch.float32)
     return xp.sum(x, axis=-1, keepdims=keepdims, dtype=wide(xp, x))
 
@@ -92,9 +96,14 @@ def row_sum(xp: Any, x: Any, keepdims: bool = False) -> Any:
 TAME_SPAN = 86.0
 
 
-def side(xp: Any, logits: Any) -> Side:
-    """Stages 1 and 2 for one side: shift by the row max, float64 sum of exponentials, probabilities."""
+def side(xp: Any, logits: Any, optimistic: bool = False) -> Side:
+    """Stages 1 and 2 for one side: shift by the row max, the sum of exponentials, probabilities.
+
+    Eagerly on CPU the block's tameness is decided here, and the row forms pick their formulas from it. Where a
+    value cannot be inspected (compiled code), ``optimistic`` takes the select-free formulas for every row and
+    marks the tame rows in ``Side.tame`` (the row min is one more reduction in the loop that finds the max)."""
     edges = True
+    tame = None
     torch = sys.modules.get("torch")
     eager_cpu = (
         torch is not None and isinstance(logits, torch.Tensor) and logits.device.type == "cpu" and logits.numel() > 0
@@ -104,13 +113,17 @@ def side(xp: Any, logits: Any) -> Side:
         m = torch.amax(logits, dim=-1, keepdim=True)
         span = torch.max(m - torch.amin(logits, dim=-1, keepdim=True))  # NaN or inf where a row is not finite
         edges = not bool(span <= TAME_SPAN - math.log(max(logits.shape[-1], 1)))
+    elif optimistic:
+        m = xp.max(logits, axis=-1, keepdims=True)
+        limit = TAME_SPAN - math.log(max(logits.shape[-1], 1))
+        tame, edges = (m - xp.min(logits, axis=-1, keepdims=True))[..., 0] <= limit, False  # NaN: not tame
     else:
         m = xp.max(logits, axis=-1, keepdims=True)
     x = logits - m  # NaN everywhere for a NaN or all -inf row, NaN at a +inf logit
     p = xp.exp(x)
     z = row_sum(xp, p, keepdims=True)
     p *= xp.astype(1.0 / z, p.dtype)  # in place where the namespace allows: one (rows, V) temporary less
-    return Side(x, p, z, xp.log(z), edges)
+    return Side(x, p, z, xp.log(z), edges, tame)
 
 
 def log_ratio(xp: Any, a: Side, b: Side) -> Any:
@@ -135,6 +148,24 @@ def poison(xp: Any, value: Any, *log_zs: Any) -> Any:
 def non_negative(xp: Any, value: Any) -> Any:
     """Clamp a divergence that is >= 0 by theorem at 0 from below (rounding can leave -1e-16); NaN stays NaN."""
     return xp.where(value < 0, xp.zeros_like(value), value)
+
+
+def compiling() -> bool:
+    """True while ``torch.compile`` traces: a row form picks there the formula that stays exact when expm1 is
+    lowered to a less exact one."""
+    torch = sys.modules.get("torch")
+    return torch is not None and torch.compiler.is_compiling()
+
+
+def tame_rows(*sides: Side) -> Any:
+    """(rows,) bool: rows tame on every side, of sides made with ``optimistic``; None when every row is exact."""
+    masks = [s.tame for s in sides if s.tame is not None]
+    if not masks:
+        return None
+    out = masks[0]
+    for mask in masks[1:]:
+        out = out & mask
+    return out
 
 
 def evaluate(form: RowForm, xp: Any, logits: tuple[Any, ...], params: dict, grad_sides: tuple[int, ...] = ()):

@@ -132,3 +132,30 @@ def test_dense_kernel_gives_the_measures_reference_numbers_including_inf_and_nan
     torch.testing.assert_close(got_v, want_v, rtol=1e-12, atol=1e-14, equal_nan=True)
     torch.testing.assert_close(got_g[~bad], want_g[~bad], rtol=1e-10, atol=1e-15)
     assert not torch.isnan(got_g[~bad]).any()
+
+
+@pytest.mark.parametrize("teacher_kind", ["dense", "topk"])
+@pytest.mark.parametrize("divergence", ["kl", "reverse_kl", "js", "tvd", "skew_kl"])
+def test_compiled_rows_that_are_not_tame_are_evaluated_again_with_the_guarded_formulas(teacher_kind, divergence):
+    # the compiled kernel uses the select-free formulas on every row; rows with an impossible outcome, or wider
+    # than the tame span (a probability below float32's normal range), must come out as the eager kernel's
+    g = torch.Generator().manual_seed(1)
+    s, t = 3 * torch.randn(6, 40, generator=g), 3 * torch.randn(6, 40, generator=g)
+    s[1, :5] = -float("inf")  # the student rules tokens out: KL(T || S) = inf on that row
+    t[2, 3:9] = -float("inf")
+    s[3, 7], t[4, 0] = -150.0, 120.0  # spans of 150 and ~130: not tame
+    teacher = t
+    kw = dict(divergence=divergence, reduction="none")
+    if teacher_kind == "topk":
+        lp, idx = torch.log_softmax(t, -1).topk(8, -1)
+        teacher, kw = TopK(idx, lp), dict(kw, tail="bucket")
+    eager_v, eager_g = _value_and_grad(lambda x: distillation_loss(x, teacher, **kw).sum(), s)
+    eager_rows = distillation_loss(s, teacher, **kw)
+    with kldiv.config_context(compile="always", compiled_chunk=4 * 40):
+        fast_v, fast_g = _value_and_grad(lambda x: distillation_loss(x, teacher, **kw).sum(), s)
+        fast_rows = distillation_loss(s, teacher, **kw)
+    assert not _compile._broken, "torch.compile failed and fell back to eager"
+    torch.testing.assert_close(fast_rows, eager_rows, rtol=2e-6, atol=1e-7)
+    finite = torch.isfinite(eager_g)
+    assert torch.equal(finite, torch.isfinite(fast_g))
+    torch.testing.assert_close(fast_g[finite], eager_g[finite], rtol=2e-5, atol=1e-7)

@@ -71,9 +71,10 @@ def tempered(logits: torch.Tensor, inv_temperature: torch.Tensor) -> torch.Tenso
 
 def _dense_kernel(div: Divergence):
     def kernel(student, teacher, inv_temperature, grad_scale, out):
-        s = _rows.side(xp, tempered(student, inv_temperature))
-        t = _rows.side(xp, tempered(teacher, inv_temperature))
-        return div.reductions(s, t, inv_temperature * grad_scale, out)
+        optimistic = torch.compiler.is_compiling()  # compiled: select-free formulas, tame rows marked
+        s = _rows.side(xp, tempered(student, inv_temperature), optimistic)
+        t = _rows.side(xp, tempered(teacher, inv_temperature), optimistic)
+        return div.reductions(s, t, inv_temperature * grad_scale, out), _rows.tame_rows(s, t)
 
     return kernel
 
@@ -125,7 +126,11 @@ def run_chunks(
     """The row-chunk loop shared by every kernel.
 
     ``make()(*chunks, inv_temperature, grad_scale, out)`` writes the chunk's gradient into ``out`` (None: no
-    gradient) and returns row reductions, which ``finish`` turns into the chunk's values. ``inputs`` are 2-D
+    gradient) and returns row reductions, which ``finish`` turns into the chunk's values, and a (rows,) mask of
+    the rows it evaluated exactly (None: all). Compiled kernels take the row forms' select-free formulas for every
+    row (:func:`kldiv._rows.side` with ``optimistic``); the rows they mark as not tame (an impossible outcome, a
+    NaN, a probability below the float32 normal range) are evaluated again eagerly, where the guarded formulas
+    apply, and their values and gradients replaced. ``inputs`` are 2-D
     with one row per row of the result; ``width`` is the number of columns the kernel reads per row. With
     ``compilable`` the kernel runs compiled where the configuration says compilation pays.
     The gradient is written straight into ``grad_out`` for consecutive rows, and through one chunk-sized buffer
@@ -144,6 +149,7 @@ def run_chunks(
     key = (*key, *(x.dtype for x in inputs), *(x.shape[1] for x in inputs), dtype, device.type)
     eager = make()
     buffers = None  # chunk-sized copies of the inputs and the gradient, for selected rows
+    redo: list[torch.Tensor] = []  # rows a compiled chunk did not evaluate exactly
     for lo in range(0, n_sel, step):
         hi = min(lo + step, n_sel)
         if compile_it and hi - lo == 1:
@@ -166,9 +172,12 @@ def run_chunks(
                 used.append(buffers[-1][:size])
             chunks, out = used[: len(inputs)], (used[-1] if grad_out is not None else None)
         if compile_it:
-            pieces = _compile.call(key, make, *chunks, inv_t, scale, out)
+            pieces, exact = _compile.call(key, make, *chunks, inv_t, scale, out)
         else:
-            pieces = eager(*chunks, inv_t, scale, out)
+            pieces, exact = eager(*chunks, inv_t, scale, out)
+        if exact is not None and not bool(exact.all()):
+            where = torch.nonzero(~exact)[:, 0] + lo
+            redo.append(where if rows is None else rows[where])
         value = finish(pieces)
         if rows is None:
             values[lo:hi] = value
@@ -176,4 +185,9 @@ def run_chunks(
             values.index_copy_(0, rows[lo:hi], value.to(dtype))
             if out is not None:
                 grad_out.index_copy_(0, rows[lo:hi], out)
+    if redo:
+        again = torch.unique(torch.cat(redo))  # unique: an overlapped 1-row block may list a row twice
+        fixed = run_chunks(key, make, finish, inputs, width, dtype, temperature=temperature, rows=again,
+                           grad_scale=grad_scale, grad_out=grad_out, compilable=False)
+        values[again] = fixed[again]
     return values

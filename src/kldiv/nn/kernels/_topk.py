@@ -42,8 +42,9 @@ def _topk_kernel(div: Divergence, bucket: bool):
             t_logits = torch.cat([lt, t_tail], dim=-1)
         else:
             s_logits, t_logits = torch.gather(x, 1, indices), lt
-        s = _rows.side(xp, s_logits * inv_temperature)
-        t = _rows.side(xp, t_logits * inv_temperature)
+        optimistic = torch.compiler.is_compiling()  # see run_chunks: rows not tame are evaluated again eagerly
+        s = _rows.side(xp, s_logits * inv_temperature, optimistic)
+        t = _rows.side(xp, t_logits * inv_temperature, optimistic)
         k = indices.shape[1]
         g = torch.empty_like(s.p) if out is not None else None
         pieces = div.reductions(s, t, inv_temperature * grad_scale, g)  # g: d value / d s_logits; rows sum to 0
@@ -55,7 +56,7 @@ def _topk_kernel(div: Divergence, bucket: bool):
                 share = torch.where(s_tail > 0, full.p * outside / torch.where(s_tail > 0, s_tail, 1.0), 0.0)
                 grad = grad + g[:, k:] * share
             out.copy_(grad)
-        return pieces
+        return pieces, _rows.tame_rows(s, t)
 
     return kernel
 

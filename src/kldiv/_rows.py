@@ -42,9 +42,10 @@ class Side(NamedTuple):
     # normal float, so the row forms use their select-free formulas (decided for eager CPU tensors, where a
     # select costs 25 elementwise products; True elsewhere, unless side() was asked to be optimistic)
     edges: bool = True
-    # With side(optimistic=True): (rows,) bool, True where the row is tame. Rows that are not got values from the
-    # select-free formulas all the same, and the caller must evaluate them again (None: every row is exact)
-    tame: Any = None
+    # With side(optimistic=True): the row max and min, each (rows, 1). The row forms took the select-free formulas
+    # on every row, and :func:`tame_rows` tells from these which rows they were exact on (the others must be
+    # evaluated again). Row reductions only, so that a compiled kernel returning them stays one loop per row
+    bounds: Any = None
 
 
 @dataclass(frozen=True)
@@ -101,9 +102,10 @@ def side(xp: Any, logits: Any, optimistic: bool = False) -> Side:
 
     Eagerly on CPU the block's tameness is decided here, and the row forms pick their formulas from it. Where a
     value cannot be inspected (compiled code), ``optimistic`` takes the select-free formulas for every row and
-    marks the tame rows in ``Side.tame`` (the row min is one more reduction in the loop that finds the max)."""
+    keeps the row max and min in ``Side.bounds`` for :func:`tame_rows` (the min is one more reduction in the loop
+    that finds the max)."""
     edges = True
-    tame = None
+    bounds = None
     torch = sys.modules.get("torch")
     eager_cpu = (
         torch is not None and isinstance(logits, torch.Tensor) and logits.device.type == "cpu" and logits.numel() > 0
@@ -115,15 +117,14 @@ def side(xp: Any, logits: Any, optimistic: bool = False) -> Side:
         edges = not bool(span <= TAME_SPAN - math.log(max(logits.shape[-1], 1)))
     elif optimistic:
         m = xp.max(logits, axis=-1, keepdims=True)
-        limit = TAME_SPAN - math.log(max(logits.shape[-1], 1))
-        tame, edges = (m - xp.min(logits, axis=-1, keepdims=True))[..., 0] <= limit, False  # NaN: not tame
+        bounds, edges = (m, xp.min(logits, axis=-1, keepdims=True)), False
     else:
         m = xp.max(logits, axis=-1, keepdims=True)
     x = logits - m  # NaN everywhere for a NaN or all -inf row, NaN at a +inf logit
     p = xp.exp(x)
     z = row_sum(xp, p, keepdims=True)
     p *= xp.astype(1.0 / z, p.dtype)  # in place where the namespace allows: one (rows, V) temporary less
-    return Side(x, p, z, xp.log(z), edges, tame)
+    return Side(x, p, z, xp.log(z), edges, bounds)
 
 
 def log_ratio(xp: Any, a: Side, b: Side) -> Any:
@@ -157,15 +158,23 @@ def compiling() -> bool:
     return torch is not None and torch.compiler.is_compiling()
 
 
-def tame_rows(*sides: Side) -> Any:
-    """(rows,) bool: rows tame on every side, of sides made with ``optimistic``; None when every row is exact."""
-    masks = [s.tame for s in sides if s.tame is not None]
-    if not masks:
+def bounds(*sides: Side) -> tuple[Any, ...] | None:
+    """The sides' row bounds and lengths, ((max, min, V), ...), for :func:`tame_rows`; None when no side was
+    made with ``optimistic`` (every row is then exact)."""
+    found = tuple((s.bounds[0], s.bounds[1], s.x.shape[-1]) for s in sides if s.bounds is not None)
+    return found or None
+
+
+def tame_rows(xp: Any, found: tuple[Any, ...] | None) -> Any:
+    """(rows,) bool from :func:`bounds`: the rows tame on every side (NaN or infinite bounds are not); None
+    when every row is exact."""
+    if found is None:
         return None
-    out = masks[0]
-    for mask in masks[1:]:
-        out = out & mask
-    return out
+    mask = None
+    for high, low, v in found:
+        tame = (high - low)[..., 0] <= TAME_SPAN - math.log(max(v, 1))
+        mask = tame if mask is None else mask & tame
+    return mask
 
 
 def evaluate(form: RowForm, xp: Any, logits: tuple[Any, ...], params: dict, grad_sides: tuple[int, ...] = ()):

@@ -71,10 +71,10 @@ def tempered(logits: torch.Tensor, inv_temperature: torch.Tensor) -> torch.Tenso
 
 def _dense_kernel(div: Divergence):
     def kernel(student, teacher, inv_temperature, grad_scale, out):
-        optimistic = torch.compiler.is_compiling()  # compiled: select-free formulas, tame rows marked
+        optimistic = torch.compiler.is_compiling()  # compiled: select-free formulas, row bounds returned
         s = _rows.side(xp, tempered(student, inv_temperature), optimistic)
         t = _rows.side(xp, tempered(teacher, inv_temperature), optimistic)
-        return div.reductions(s, t, inv_temperature * grad_scale, out), _rows.tame_rows(s, t)
+        return div.reductions(s, t, inv_temperature * grad_scale, out), _rows.bounds(s, t)
 
     return kernel
 
@@ -172,9 +172,10 @@ def run_chunks(
                 used.append(buffers[-1][:size])
             chunks, out = used[: len(inputs)], (used[-1] if grad_out is not None else None)
         if compile_it:
-            pieces, exact = _compile.call(key, make, *chunks, inv_t, scale, out)
+            pieces, bounds = _compile.call(key, make, *chunks, inv_t, scale, out)
         else:
-            pieces, exact = eager(*chunks, inv_t, scale, out)
+            pieces, bounds = eager(*chunks, inv_t, scale, out)
+        exact = _rows.tame_rows(xp, bounds)
         if exact is not None and not bool(exact.all()):
             where = torch.nonzero(~exact)[:, 0] + lo
             redo.append(where if rows is None else rows[where])

@@ -56,7 +56,7 @@ def _topk_kernel(div: Divergence, bucket: bool):
                 share = torch.where(s_tail > 0, full.p * outside / torch.where(s_tail > 0, s_tail, 1.0), 0.0)
                 grad = grad + g[:, k:] * share
             out.copy_(grad)
-        return pieces, _rows.tame_rows(s, t)
+        return pieces, _rows.bounds(s, t)
 
     return kernel
 

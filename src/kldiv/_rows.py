@@ -39,8 +39,8 @@ class Side(NamedTuple):
     z: Any  # (rows, 1) sum of exp(x), float64 where the namespace has it
     log_z: Any  # (rows, 1) log z, same dtype as z
     # False when the block is known to be tame (see TAME_SPAN): every logit finite and every probability a
-    # normal float, so the row forms use their select-free formulas (decided for eager CPU tensors, where a
-    # select costs 25 elementwise products; True elsewhere, unless side() was asked to be optimistic)
+    # normal float, so the row forms use their select-free formulas (decided for NumPy arrays and eager CPU
+    # tensors, where a select is a pass of its own; True elsewhere, unless side() was asked to be optimistic)
     edges: bool = True
     # With side(optimistic=True): the row max and min, each (rows, 1). The row forms took the select-free formulas
     # on every row, and :func:`tame_rows` tells from these which rows they were exact on (the others must be
@@ -100,7 +100,7 @@ TAME_SPAN = 86.0
 def side(xp: Any, logits: Any, optimistic: bool = False) -> Side:
     """Stages 1 and 2 for one side: shift by the row max, the sum of exponentials, probabilities.
 
-    Eagerly on CPU the block's tameness is decided here, and the row forms pick their formulas from it. Where a
+    For NumPy arrays and eager CPU tensors the block's tameness is decided here, and the row forms pick their formulas from it. Where a
     value cannot be inspected (compiled code), ``optimistic`` takes the select-free formulas for every row and
     keeps the row max and min in ``Side.bounds`` for :func:`tame_rows` (the min is one more reduction in the loop
     that finds the max)."""
@@ -111,9 +111,9 @@ def side(xp: Any, logits: Any, optimistic: bool = False) -> Side:
         torch is not None and isinstance(logits, torch.Tensor) and logits.device.type == "cpu" and logits.numel() > 0
         and not torch.compiler.is_compiling()
     )
-    if eager_cpu:
-        m = torch.amax(logits, dim=-1, keepdim=True)
-        span = torch.max(m - torch.amin(logits, dim=-1, keepdim=True))  # NaN or inf where a row is not finite
+    if eager_cpu or (isinstance(logits, np.ndarray) and logits.size > 0):
+        m = xp.max(logits, axis=-1, keepdims=True)
+        span = xp.max(m - xp.min(logits, axis=-1, keepdims=True))  # NaN or inf where a row is not finite
         edges = not bool(span <= TAME_SPAN - math.log(max(logits.shape[-1], 1)))
     elif optimistic:
         m = xp.max(logits, axis=-1, keepdims=True)

@@ -130,17 +130,21 @@ def _tame_logits(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
 @pytest.mark.parametrize(("measure", "params"), CASES, ids=[f"{m.name}-{p}" for m, p in CASES])
-def test_tame_rows_take_the_select_free_formulas_and_equal_the_reference_in_float64(measure, params):
+def test_tame_rows_take_the_select_free_formulas_and_equal_the_reference_in_float64(measure, params, backend):
     a, b = _tame_logits(2)
-    logits = tuple(torch.tensor(x) for x in ((a,) if measure is ENTROPY else (a, b)))
-    assert not any(_rows.side(torch_xp, x).edges for x in logits), "these rows are tame"
+    xp = np_xp if backend == "numpy" else torch_xp
+    logits = (a,) if measure is ENTROPY else (a, b)
+    if backend == "torch":
+        logits = tuple(torch.tensor(x) for x in logits)
+    assert not any(_rows.side(xp, x).edges for x in logits), "these rows are tame"
     sides = tuple(range(len(logits)))
-    want_v, want_g = reference(torch_xp, measure, logits, params)
-    got_v, got_g = _rows.evaluate(measure.rows, torch_xp, logits, params, sides)
-    np.testing.assert_allclose(got_v.numpy(), want_v.numpy(), rtol=1e-12, atol=1e-14)
+    want_v, want_g = reference(xp, measure, logits, params)
+    got_v, got_g = _rows.evaluate(measure.rows, xp, logits, params, sides)
+    np.testing.assert_allclose(as_numpy(got_v), as_numpy(want_v), rtol=1e-12, atol=1e-14)
     for want, got in zip(want_g, got_g, strict=True):
-        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(as_numpy(got), as_numpy(want), rtol=1e-10, atol=1e-13)
 
 
 def test_a_row_wider_than_the_tame_span_takes_the_guarded_formulas():

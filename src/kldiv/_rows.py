@@ -165,6 +165,25 @@ def bounds(*sides: Side) -> tuple[Any, ...] | None:
     return found or None
 
 
+# e^r - 1 - r = r^2 sum_k r^k / (k + 2)!, highest coefficient first, truncated (for |r| <= 1/2) after r^8 / 8!
+# for float32 (relative error under 4e-8) and after r^16 / 16! for float64 (under 1e-17), by item size
+_EXCESS_SERIES = {size: tuple(1.0 / math.factorial(k + 2) for k in range(last, -1, -1)) for size, last in ((4, 6), (8, 14))}
+
+
+def excess(xp: Any, r: Any) -> Any:
+    """``e^r - 1 - r`` for finite r with no overflow of e^r, exact to float32 rounding from exp and arithmetic
+    alone: the series on r clamped to [-1/2, 1/2], plus ``(e^r - e^c) - (r - c)`` for the clamped c, which is
+    exactly 0 where r = c and has no cancellation beyond (where the value is at least e^-1/2 - 1/2). Compiled
+    code uses it: Inductor's expm1 is exact only to ~1e-7 absolute near 0 (1e-5 relative error in KL of
+    near-identical rows through expm1(r) - r) and, with log1p, is not vectorised (5x slower)."""
+    c = xp.clip(r, min=-0.5, max=0.5)
+    series = _EXCESS_SERIES[8 if r.dtype.itemsize >= 8 else 4]
+    h = series[0]
+    for coefficient in series[1:]:
+        h = h * c + coefficient
+    return c * c * h + ((xp.exp(r) - xp.exp(c)) - (r - c))
+
+
 def tame_rows(xp: Any, found: tuple[Any, ...] | None) -> Any:
     """(rows,) bool from :func:`bounds`: the rows tame on every side (NaN or infinite bounds are not); None
     when every row is exact."""

@@ -51,10 +51,12 @@ def _kernel(reverse: bool, labelled: bool, dtype: torch.dtype):
     """Row reductions of a block, from which :func:`_finish` gives KLD, JS, TVD and the label log-probabilities:
     the row forms' sums of KL (reference first, or other first with ``reverse``), JS and TVD, both sides' sums of
     exponentials, and the label's shifted logit on each side as a masked sum over the row (a gather would be a
-    separate loop)."""
+    separate loop). Compiled, it takes the row forms' select-free formulas on every row and returns the rows'
+    bounds as well (see :func:`kldiv._rows.side`): rows that are not tame are evaluated again eagerly."""
 
-    def kernel(reference: Any, other: Any, labels: Any) -> tuple[Any, ...]:
-        a, b = _rows.side(xp, reference.to(dtype)), _rows.side(xp, other.to(dtype))
+    def kernel(reference: Any, other: Any, labels: Any) -> tuple[tuple[Any, ...], Any]:
+        optimistic = torch.compiler.is_compiling()
+        a, b = _rows.side(xp, reference.to(dtype), optimistic), _rows.side(xp, other.to(dtype), optimistic)
         sums = (
             *KL.rows.sums(xp, *((b, a) if reverse else (a, b))),
             *JS.rows.sums(xp, a, b, weight=0.5),
@@ -62,10 +64,10 @@ def _kernel(reverse: bool, labelled: bool, dtype: torch.dtype):
             a.z[:, 0],
             b.z[:, 0],
         )
-        if not labelled:
-            return sums
-        at_label = xp.arange(a.x.shape[-1], device=a.x.device) == labels[:, None]
-        return (*sums, xp.sum(xp.where(at_label, a.x, 0.0), axis=-1), xp.sum(xp.where(at_label, b.x, 0.0), axis=-1))
+        if labelled:
+            at_label = xp.arange(a.x.shape[-1], device=a.x.device) == labels[:, None]
+            sums = (*sums, xp.sum(xp.where(at_label, a.x, 0.0), axis=-1), xp.sum(xp.where(at_label, b.x, 0.0), axis=-1))
+        return sums, _rows.bounds(a, b)
 
     return kernel
 
@@ -117,6 +119,14 @@ def token_rows(
         reference, other = reference.expand(2, v), other.expand(2, v)
         gather = gather.expand(2) if labelled else None
     y = gather if labelled else torch.zeros(0, dtype=torch.int64, device=reference.device)
-    sums = _compile.call(key, make, reference.contiguous(), other.contiguous(), y)
-    rows.update({name: value[:n] for name, value in _finish(sums, reverse, dtype).items()})
+    reference, other = reference.contiguous(), other.contiguous()
+    sums, bounds = _compile.call(key, make, reference, other, y)
+    values = _finish(sums, reverse, dtype)
+    exact = _rows.tame_rows(xp, bounds)
+    if exact is not None and not bool(exact.all()):  # rows with an edge: the guarded formulas, eagerly
+        again = torch.nonzero(~exact)[:, 0]
+        fixed = _finish(make()(reference[again], other[again], y[again] if labelled else y)[0], reverse, dtype)
+        for name, value in values.items():
+            value[again] = fixed[name]
+    rows.update({name: value[:n] for name, value in values.items()})
     return rows

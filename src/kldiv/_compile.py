@@ -37,7 +37,11 @@ _lock = threading.Lock()
 def wanted(elements: int, device: torch.device) -> bool:
     """Whether a call of ``elements`` logits on ``device`` should use a compiled kernel under the config."""
     config = _config.get_config()
-    if config.compile == "never" or device.type not in ("cpu", "cuda"):
+    if config.kernel == "eager" or device.type not in ("cpu", "cuda"):
+        return False
+    if config.kernel == "compiled":
+        return True
+    if config.compile == "never":
         return False
     return config.compile == "always" or elements >= config.compile_min_elements
 

@@ -7,8 +7,9 @@ read it with :func:`get_config`, change it for the process with :func:`set_confi
     with kldiv.config_context(compile="never"):
         loss = loss_fn(student, teacher)
 
-The environment variable ``KLDIV_COMPILE`` (``auto``, ``always``, ``never``) gives the default compile policy;
-it is read when the configuration is first needed, not at import.
+The environment variables ``KLDIV_COMPILE`` (``auto``, ``always``, ``never``) and ``KLDIV_KERNEL`` (``auto``,
+``triton``, ``compiled``, ``eager``) give the defaults of ``compile`` and ``kernel``; they are read when the
+configuration is first needed, not at import.
 
 The sizes were measured on the 2-core reference machine (see ``benchmarks/RESULTS.md``); they are elements
 (numbers) per chunk of rows unless the name says otherwise.
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 COMPILE_MODES = ("auto", "always", "never")
+KERNELS = ("auto", "triton", "compiled", "eager")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,10 @@ class Config:
         ``compile_min_elements`` logits), "always" or "never". A compilation failure is remembered per kernel,
         which then runs eagerly (same numbers, slower) with one warning.
       compile_min_elements: the size from which compilation pays for its seconds of compile time.
+      kernel: which implementation the ``kldiv.nn`` losses run: "auto" (the Triton kernels for CUDA tensors where
+        Triton is installed, else the compiled or eager kernels as ``compile`` says), "triton" (also for CPU
+        tensors, which needs ``TRITON_INTERPRET=1``: how the test suite checks the GPU kernels), "compiled" or
+        "eager". Default from the environment variable ``KLDIV_KERNEL``.
       threads: NumPy chunks run on a pool of this many threads (NumPy's ufuncs release the GIL).
       numpy_chunk: elements per input and chunk on the NumPy path; 2**18 float32 values (1 MiB) keep a chunk
         and its temporaries in cache while the Python work per chunk stays small beside the arithmetic (best of
@@ -55,6 +61,7 @@ class Config:
 
     compile: str = "auto"
     compile_min_elements: int = 1 << 22
+    kernel: str = "auto"
     threads: int = max(1, min(8, os.cpu_count() or 1))
     numpy_chunk: int = 1 << 18
     array_chunk: int = 1 << 22
@@ -69,9 +76,11 @@ class Config:
     def __post_init__(self) -> None:
         if self.compile not in COMPILE_MODES:
             raise ValueError(f"compile must be one of {', '.join(map(repr, COMPILE_MODES))}, got {self.compile!r}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(map(repr, KERNELS))}, got {self.kernel!r}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name != "compile" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            if f.name not in ("compile", "kernel") and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{f.name} must be a positive integer, got {value!r}")
 
 
@@ -87,7 +96,12 @@ def _default() -> Config:
             mode = os.environ.get("KLDIV_COMPILE", "auto")
             if mode not in COMPILE_MODES:
                 raise ValueError(f"the environment variable KLDIV_COMPILE must be auto, always or never, got {mode!r}")
-            _process_default = Config(compile=mode)
+            kernel = os.environ.get("KLDIV_KERNEL", "auto")
+            if kernel not in KERNELS:
+                raise ValueError(
+                    f"the environment variable KLDIV_KERNEL must be auto, triton, compiled or eager, got {kernel!r}"
+                )
+            _process_default = Config(compile=mode, kernel=kernel)
         return _process_default
 
 

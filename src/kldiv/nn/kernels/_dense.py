@@ -17,6 +17,7 @@ import torch
 
 from ... import _compile, _config, _rows
 from ..._engine import Measure
+from . import _triton
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,25 @@ def run_dense(
 
     Returns the per-row values (N,) in the work dtype, 0 on rows not in ``rows`` (None: all rows); if
     ``grad_out`` (N, V) is given, writes ``grad_scale`` times the student gradient of each selected row into it
-    (other rows are left as they are). No tensor larger than a chunk is allocated.
+    (other rows are left as they are). No tensor larger than a chunk is allocated. The Triton kernel runs it
+    where the configuration's ``kernel`` says so (see :mod:`kldiv.nn.kernels._triton`).
     """
+    params = dict(div.params)
+    if _triton.wanted(student, params):
+        done = _triton.run_dense(div.measure, params, div.student_first, student, teacher, temperature=temperature,
+                                 rows=rows, grad_scale=grad_scale, grad_out=grad_out)
+        if done is not None:
+            selected, chosen, tame = done
+            dtype = work_dtype(student.dtype, teacher.dtype)
+            values = torch.zeros(student.shape[0], dtype=dtype, device=student.device)
+            values[selected] = chosen.to(dtype)
+            if not bool(tame.all()):  # rows with an edge: the guarded formulas, eagerly
+                again = selected[~tame]
+                fixed = run_chunks(("dense", div, grad_out is not None), lambda: _dense_kernel(div), div.finish,
+                                   [student, teacher], student.shape[1], dtype, temperature=temperature,
+                                   rows=again, grad_scale=grad_scale, grad_out=grad_out, compilable=False)
+                values[again] = fixed[again]
+            return values
     return run_chunks(
         ("dense", div, grad_out is not None),
         lambda: _dense_kernel(div),

@@ -1,0 +1,114 @@
+"""Triton kernels for the logits-level losses with a dense teacher: one program per row, three passes over its
+vocabulary blocks.
+
+1. The row max, min and sum of exponentials of both sides, online (the running sum rescaled as the max grows).
+2. The measure's row sums (:class:`kldiv._rows.RowForm` ``sums``: the same quantities, so the row form's own
+   ``finish`` turns them into values), from the select-free formulas the row forms use on tame sides, written
+   with exp, log and arithmetic only (Triton has no expm1 or log1p of its own): e^r - 1 - r as
+   :func:`kldiv._rows.excess` computes it for compiled code, and y - log(1 + y) by the same construction.
+3. With a gradient: the row form's ``grad`` in the student's logits, times the loss's scale, stored in place.
+
+Rows masked by ``ignore_index`` are never read: the kernel gets the indices of the kept rows. Accumulation is
+float32. Each row's max and min come back with its sums: rows that are not tame (an impossible outcome, NaN, a
+span over ``TAME_SPAN - log V``) are evaluated again by the eager kernel with the guarded formulas, exactly as
+the compiled kernels' are (see :func:`kldiv.nn.kernels._dense.run_chunks`).
+
+The kernels are built on first use: ``triton.jit`` decides when it decorates whether ``TRITON_INTERPRET=1``
+makes them run on CPU tensors through Triton's interpreter, which is how the test suite checks them.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from typing import Any
+
+import array_api_compat.torch as xp
+import torch
+
+from ... import _config, _rows
+from ...measures import JS, KL, SKEW_KL, TVD
+
+_IDS = {KL.name: 0, JS.name: 1, SKEW_KL.name: 2, TVD.name: 3}
+_SUMS = {0: 1, 1: 2, 2: 2, 3: 3}  # row sums per measure, as its row form returns them
+
+
+def available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def wanted(x: torch.Tensor, params: dict) -> bool:
+    """Whether ``x``'s loss runs on the Triton kernel under the configuration (``kernel``)."""
+    choice = _config.get_config().kernel
+    if choice in ("eager", "compiled"):
+        return False
+    if choice == "auto" and not (x.device.type == "cuda" and available()):
+        return False
+    if not available():
+        raise RuntimeError("kernel='triton' needs Triton: pip install triton (or set KLDIV_KERNEL=auto)")
+    if x.device.type != "cuda" and not _interpreting():
+        raise RuntimeError(
+            f"kernel='triton' runs {x.device.type} tensors only through Triton's interpreter: set TRITON_INTERPRET=1 "
+            "before Python starts, or use CUDA tensors, or KLDIV_KERNEL=auto"
+        )
+    return x.dtype != torch.float64
+
+
+@functools.cache
+def _kernel(interpret: bool) -> Any:
+    """The jit kernel, built once per interpreter setting (a module imported on first use)."""
+    from . import _triton_rows
+
+    return _triton_rows.dense
+
+
+def run_dense(
+    measure: Any, params: dict, student_first: bool, student: torch.Tensor, teacher: torch.Tensor, *,
+    temperature: float, rows: torch.Tensor | None, grad_scale: Any, grad_out: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The dense kernel on the selected rows: (selected row indices, their values in float32, their tame mask),
+    the gradient written into ``grad_out``'s rows; None where the Triton kernel does not apply (a degenerate
+    parameter whose row form is 0, or 2 for skew KL at alpha 0, which is KL)."""
+    name = measure.name
+    w = float(params.get("weight", params.get("alpha", 0.0)))
+    if name == SKEW_KL.name and w == 0.0:
+        name = KL.name
+    if (name == JS.name and w in (0.0, 1.0)) or (name == SKEW_KL.name and w == 1.0):
+        return None
+    kind = _IDS[name]
+    n, v = student.shape
+    device = student.device
+    selected = rows if rows is not None else torch.arange(n, device=device)
+    count = int(selected.numel())
+    out = torch.zeros(count, 8, dtype=torch.float32, device=device)
+    p, q = (student, teacher) if student_first else (teacher, student)
+    if count:
+        grad = grad_out if grad_out is not None else out  # a placeholder pointer when there is no gradient
+        block = min(triton_block(v), 1 << 12)
+        _kernel(_interpreting())[(count,)](
+            p, q, p.stride(0), q.stride(0), selected, grad, grad.stride(0), out, v, 1.0 / temperature,
+            float(grad_scale) / temperature, w,
+            MEASURE=kind, STUDENT=0 if student_first else 1, GRAD=grad_out is not None, BLOCK=block,
+        )
+    k = _SUMS[kind]
+    sums = tuple(out[:, j].double() for j in range(k))
+    log_z_p, log_z_q = torch.log(out[:, 3].double()), torch.log(out[:, 4].double())
+    form = (KL if kind == 0 else measure).rows
+    values = form.finish(xp, sums, log_z_p, log_z_q, **({} if kind == 0 else params))
+    limit = _rows.TAME_SPAN - math.log(max(v, 1))
+    tame = (out[:, 5] <= limit) & (out[:, 6] <= limit)
+    return selected, values.to(torch.float32), tame
+
+
+def triton_block(v: int) -> int:
+    """Vocabulary block per program step: the next power of two of ``v``, from 16 up."""
+    return max(16, 1 << max(0, (v - 1).bit_length()))

@@ -1,0 +1,147 @@
+"""The Triton source of :mod:`kldiv.nn.kernels._triton` (imported on first use: ``triton.jit`` reads
+``TRITON_INTERPRET`` when it decorates). One program per kept row; see :mod:`._triton` for the passes."""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def excess(r):
+    # e^r - 1 - r (kldiv._rows.excess, float32 series)
+    c = tl.minimum(tl.maximum(r, -0.5), 0.5)
+    h = 1.0 / 40320.0
+    h = h * c + 1.0 / 5040.0
+    h = h * c + 1.0 / 720.0
+    h = h * c + 1.0 / 120.0
+    h = h * c + 1.0 / 24.0
+    h = h * c + 1.0 / 6.0
+    h = h * c + 0.5
+    return c * c * h + ((tl.exp(r) - tl.exp(c)) - (r - c))
+
+
+@triton.jit
+def excess_log(y):
+    # y - log(1 + y) for y > -1: the series on y clamped to [-1/4, 1/4] (relative error under 4e-8), plus the
+    # difference of the direct formula at y and at the clamp, exactly 0 inside it (as kldiv._rows.excess)
+    c = tl.minimum(tl.maximum(y, -0.25), 0.25)
+    h = 1.0 / 12.0
+    h = h * c - 1.0 / 11.0
+    h = h * c + 1.0 / 10.0
+    h = h * c - 1.0 / 9.0
+    h = h * c + 1.0 / 8.0
+    h = h * c - 1.0 / 7.0
+    h = h * c + 1.0 / 6.0
+    h = h * c - 1.0 / 5.0
+    h = h * c + 1.0 / 4.0
+    h = h * c - 1.0 / 3.0
+    h = h * c + 0.5
+    return c * c * h + ((y - c) - (tl.log(1.0 + y) - tl.log(1.0 + c)))
+
+
+@triton.jit
+def load(ptr, offs, mask, inv_t):
+    return tl.load(ptr + offs, mask=mask, other=-float("inf")).to(tl.float32) * inv_t
+
+
+@triton.jit
+def dense(
+    p_ptr, q_ptr, p_stride, q_stride, rows_ptr, g_ptr, g_stride, out_ptr, V, inv_t, factor, w,
+    MEASURE: tl.constexpr, STUDENT: tl.constexpr, GRAD: tl.constexpr, BLOCK: tl.constexpr,
+):
+    # P and Q are the measure's two arguments; STUDENT (0 or 1) says which one is the student
+    pid = tl.program_id(0)
+    row = tl.load(rows_ptr + pid)
+    p_row, q_row = p_ptr + row * p_stride, q_ptr + row * q_stride
+    cols = tl.arange(0, BLOCK)
+    m_p = tl.full([], -float("inf"), tl.float32)
+    m_q = tl.full([], -float("inf"), tl.float32)
+    z_p = tl.full([], 0.0, tl.float32)
+    z_q = tl.full([], 0.0, tl.float32)
+    lo_p = tl.full([], float("inf"), tl.float32)
+    lo_q = tl.full([], float("inf"), tl.float32)
+    for start in range(0, V, BLOCK):  # pass 1: max, min and sum of exponentials, online
+        offs = start + cols
+        mask = offs < V
+        xp_ = load(p_row, offs, mask, inv_t)
+        xq_ = load(q_row, offs, mask, inv_t)
+        new_p = tl.maximum(m_p, tl.max(xp_, 0))
+        new_q = tl.maximum(m_q, tl.max(xq_, 0))
+        z_p = z_p * tl.exp(m_p - new_p) + tl.sum(tl.where(mask, tl.exp(xp_ - new_p), 0.0), 0)
+        z_q = z_q * tl.exp(m_q - new_q) + tl.sum(tl.where(mask, tl.exp(xq_ - new_q), 0.0), 0)
+        m_p, m_q = new_p, new_q
+        lo_p = tl.minimum(lo_p, tl.min(tl.where(mask, xp_, float("inf")), 0))
+        lo_q = tl.minimum(lo_q, tl.min(tl.where(mask, xq_, float("inf")), 0))
+    shift = tl.log(z_q) - tl.log(z_p)
+    s0 = tl.full([], 0.0, tl.float32)
+    s1 = tl.full([], 0.0, tl.float32)
+    s2 = tl.full([], 0.0, tl.float32)
+    for start in range(0, V, BLOCK):  # pass 2: the row form's sums
+        offs = start + cols
+        mask = offs < V
+        a = load(p_row, offs, mask, inv_t) - m_p
+        b = load(q_row, offs, mask, inv_t) - m_q
+        p = tl.exp(a) / z_p
+        q = tl.exp(b) / z_q
+        r = tl.where(mask, (b - a) - shift, 0.0)
+        if MEASURE == 0:
+            s0 += tl.sum(tl.where(mask, p * excess(r), 0.0), 0)
+        elif MEASURE == 1:
+            y_p = (1.0 - w) * (r + excess(r))
+            y_q = w * (excess(-r) - r)
+            s0 += tl.sum(tl.where(mask, p * excess_log(y_p), 0.0), 0)
+            s1 += tl.sum(tl.where(mask, q * excess_log(y_q), 0.0), 0)
+        elif MEASURE == 2:
+            y = (1.0 - w) * (r + excess(r))
+            s0 += tl.sum(tl.where(mask, p * excess_log(y), 0.0), 0)
+            s1 += tl.sum(tl.where(mask, p / (1.0 + y), 0.0), 0)
+        else:
+            d = p - q
+            sign = tl.where(d > 0, 1.0, tl.where(d < 0, -1.0, 0.0))
+            s0 += tl.sum(tl.where(mask, tl.abs(d), 0.0), 0)
+            s1 += tl.sum(tl.where(mask, p * sign, 0.0), 0)
+            s2 += tl.sum(tl.where(mask, q * sign, 0.0), 0)
+    out = out_ptr + pid * 8
+    tl.store(out + 0, s0)
+    tl.store(out + 1, s1)
+    tl.store(out + 2, s2)
+    tl.store(out + 3, z_p)
+    tl.store(out + 4, z_q)
+    tl.store(out + 5, m_p - lo_p)
+    tl.store(out + 6, m_q - lo_q)
+    if GRAD:
+        g_row = g_ptr + row * g_stride
+        for start in range(0, V, BLOCK):  # pass 3: the row form's gradient in the student's logits
+            offs = start + cols
+            mask = offs < V
+            a = load(p_row, offs, mask, inv_t) - m_p
+            b = load(q_row, offs, mask, inv_t) - m_q
+            p = tl.exp(a) / z_p
+            q = tl.exp(b) / z_q
+            r = tl.where(mask, (b - a) - shift, 0.0)
+            if MEASURE == 0:
+                if STUDENT == 0:
+                    g = -p * (r + s0)
+                else:
+                    g = q - p
+            elif MEASURE == 1:
+                if STUDENT == 0:
+                    y_p = (1.0 - w) * (r + excess(r))
+                    g = w * (-p * (y_p - excess_log(y_p)) - p * s0)
+                else:
+                    y_q = w * (excess(-r) - r)
+                    g = (1.0 - w) * (-q * (y_q - excess_log(y_q)) - q * s1)
+            elif MEASURE == 2:
+                y = (1.0 - w) * (r + excess(r))
+                ratio = 1.0 / (1.0 + y)
+                if STUDENT == 0:
+                    g = -p * (y - excess_log(y)) - w * p * ratio - p * (s0 - w * s1)
+                else:
+                    g = q * ((1.0 - w * s1) - (1.0 - w) * ratio)
+            else:
+                d = p - q
+                sign = tl.where(d > 0, 1.0, tl.where(d < 0, -1.0, 0.0))
+                if STUDENT == 0:
+                    g = 0.5 * p * (sign - s1)
+                else:
+                    g = -0.5 * q * (sign - s2)
+            tl.store(g_row + offs, (g * factor).to(g_ptr.dtype.element_ty), mask=mask)

@@ -51,6 +51,28 @@ def test_triton_kernel_equals_the_float64_reference_value_and_gradient(divergenc
     assert grad[0, 1].abs().max() == 0 and grad[1, 2].abs().max() == 0  # masked rows: never read, gradient 0
 
 
+@pytest.mark.parametrize("tail", ["bucket", "renormalize"])
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+def test_topk_teachers_run_the_triton_kernel_on_their_outcomes_and_equal_the_float64_reference(divergence, tail):
+    from kldiv.nn import TopK
+
+    g = torch.Generator().manual_seed(7)
+    s, t = 3 * torch.randn(5, 60, generator=g), 3 * torch.randn(5, 60, generator=g)
+    lp, idx = torch.log_softmax(t, -1).topk(6, -1)
+    labels = torch.tensor([0, 1, -100, 3, 4])
+    kw = dict(divergence=divergence, temperature=1.7, beta=0.3, alpha=0.2)
+    with kldiv.config_context(kernel="triton"):
+        x = s.clone().requires_grad_(True)
+        rows = distillation_loss(x, TopK(idx, lp), labels, tail=tail, reduction="none", **kw)
+        rows.sum().backward()
+    y = s.double().requires_grad_(True)
+    want = ref.topk_loss(y, idx, lp.double(), labels, tail=tail, reduction="none", **kw)
+    want.sum().backward()
+    torch.testing.assert_close(rows.double(), want.detach(), rtol=2e-5, atol=1e-6)
+    torch.testing.assert_close(x.grad.double(), y.grad, rtol=1e-4, atol=1e-6)
+    assert x.grad[2].abs().max() == 0
+
+
 @pytest.mark.parametrize("divergence", DIVERGENCES)
 def test_rows_that_are_not_tame_come_back_from_the_guarded_formulas(divergence):
     g = torch.Generator().manual_seed(4)

@@ -9,6 +9,7 @@ them with the row constants in float64. The same Python function runs eagerly an
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,23 +98,8 @@ def run_dense(
     (other rows are left as they are). No tensor larger than a chunk is allocated. The Triton kernel runs it
     where the configuration's ``kernel`` says so (see :mod:`kldiv.nn.kernels._triton`).
     """
-    params = dict(div.params)
-    if _triton.wanted(student, params):
-        done = _triton.run_dense(div.measure, params, div.student_first, student, teacher, temperature=temperature,
-                                 rows=rows, grad_scale=grad_scale, grad_out=grad_out)
-        if done is not None:
-            selected, chosen, tame = done
-            dtype = work_dtype(student.dtype, teacher.dtype)
-            values = torch.zeros(student.shape[0], dtype=dtype, device=student.device)
-            values[selected] = chosen.to(dtype)
-            if not bool(tame.all()):  # rows with an edge: the guarded formulas, eagerly
-                again = selected[~tame]
-                fixed = run_chunks(("dense", div, grad_out is not None), lambda: _dense_kernel(div), div.finish,
-                                   [student, teacher], student.shape[1], dtype, temperature=temperature,
-                                   rows=again, grad_scale=grad_scale, grad_out=grad_out, compilable=False)
-                values[again] = fixed[again]
-            return values
-    return run_chunks(
+    chunks = functools.partial(
+        run_chunks,
         ("dense", div, grad_out is not None),
         lambda: _dense_kernel(div),
         div.finish,
@@ -121,10 +107,27 @@ def run_dense(
         student.shape[1],
         work_dtype(student.dtype, teacher.dtype),
         temperature=temperature,
-        rows=rows,
         grad_scale=grad_scale,
         grad_out=grad_out,
     )
+    params = dict(div.params)
+    if not (_triton.wanted(student, params) and _triton.supports(div.measure, params)):
+        return chunks(rows=rows)
+    selected, chosen, tame = _triton.run_dense(div.measure, params, div.student_first, student, teacher,
+                                               temperature=temperature, rows=rows, grad_scale=grad_scale,
+                                               grad_out=grad_out)
+    values = torch.zeros(student.shape[0], dtype=work_dtype(student.dtype, teacher.dtype), device=student.device)
+    values[selected] = chosen.to(values.dtype)
+    return redo_untamed(values, selected[~tame], chunks)
+
+
+def redo_untamed(values: torch.Tensor, again: torch.Tensor, chunks: Any) -> torch.Tensor:
+    """``values`` with the rows ``again`` (which a kernel's select-free formulas did not evaluate exactly)
+    replaced by ``chunks(rows=again, compilable=False)``: the eager kernel, with the guarded formulas."""
+    if again.numel():
+        fixed = chunks(rows=again, compilable=False)
+        values[again] = fixed[again]
+    return values
 
 
 def run_chunks(
@@ -206,7 +209,7 @@ def run_chunks(
                 grad_out.index_copy_(0, rows[lo:hi], out)
     if redo:
         again = torch.unique(torch.cat(redo))  # unique: an overlapped 1-row block may list a row twice
-        fixed = run_chunks(key, make, finish, inputs, width, dtype, temperature=temperature, rows=again,
-                           grad_scale=grad_scale, grad_out=grad_out, compilable=False)
-        values[again] = fixed[again]
+        chunks = functools.partial(run_chunks, key, make, finish, inputs, width, dtype, temperature=temperature,
+                                   grad_scale=grad_scale, grad_out=grad_out)
+        return redo_untamed(values, again, chunks)
     return values

@@ -11,13 +11,48 @@ distributions and then restricting them to the k outcomes).
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any
 
 import array_api_compat.torch as xp
 import torch
 
-from ... import _rows
-from ._dense import Divergence, run_chunks, work_dtype
+from ... import _config, _rows
+from . import _triton
+from ._dense import Divergence, redo_untamed, run_chunks, work_dtype
+
+
+def outcomes(x: torch.Tensor, indices: torch.Tensor, lt: torch.Tensor, bucket: bool) -> tuple[Any, Any, Any]:
+    """Both sides as logits over the k (+1) outcomes: (student's, teacher's, what :func:`spread` needs)."""
+    if not bucket:
+        return torch.gather(x, 1, indices), lt, None
+    full = _rows.side(xp, x)
+    log_p = full.x - full.log_z.to(x.dtype)
+    outside = torch.ones_like(x).scatter(1, indices, 0.0)
+    # the student's tail mass summed directly (no 1 - sum cancellation); the teacher's from its top-k:
+    # log(1 - sum exp(lt)) = log(-expm1(logsumexp(lt))), clamped at probability 0 for rounding
+    s_tail = torch.sum(full.p * outside, dim=-1, keepdim=True)
+    t_lse = torch.clamp(torch.logsumexp(lt, dim=-1, keepdim=True), max=0.0)
+    s_logits = torch.cat([torch.gather(log_p, 1, indices), torch.log(s_tail)], dim=-1)
+    # when the k indices cover the whole vocabulary the bucket holds no outcome: the teacher's leftover is
+    # rounding, not mass, and both sides give the bucket probability 0 (not 1e-16 against an exact 0 = inf)
+    empty = torch.sum(outside, dim=-1, keepdim=True) == 0
+    t_tail = torch.where(empty, -math.inf, torch.log(-torch.expm1(t_lse)))
+    return s_logits, torch.cat([lt, t_tail], dim=-1), (full.p, outside, s_tail)
+
+
+def spread(g: torch.Tensor, x: torch.Tensor, indices: torch.Tensor, tail: Any) -> torch.Tensor:
+    """The gradient in the student's full logits from ``g``, its gradient in the k (+1) outcomes' logits."""
+    k = indices.shape[1]
+    grad = torch.zeros_like(x).scatter_add(1, indices, g[:, :k])
+    if tail is not None:
+        # s_logits[k] = log(sum_{i outside} p_i): its derivative in x_i is p_i [i outside] / tail - p_i,
+        # and the -p_i terms cancel because the gradient's row sums to 0
+        p, outside, s_tail = tail
+        share = torch.where(s_tail > 0, p * outside / torch.where(s_tail > 0, s_tail, 1.0), 0.0)
+        grad = grad + g[:, k:] * share
+    return grad
 
 
 def _topk_kernel(div: Divergence, bucket: bool):
@@ -25,37 +60,14 @@ def _topk_kernel(div: Divergence, bucket: bool):
         """The row form's reductions over the k (+1) outcomes; the student gradient scattered into ``out``."""
         dtype = inv_temperature.dtype
         x = student.to(dtype)
-        lt = logprobs.to(dtype)
-        if bucket:
-            full = _rows.side(xp, x)
-            log_p = full.x - full.log_z.to(dtype)
-            outside = torch.ones_like(x).scatter(1, indices, 0.0)
-            # the student's tail mass summed directly (no 1 - sum cancellation); the teacher's from its top-k:
-            # log(1 - sum exp(lt)) = log(-expm1(logsumexp(lt))), clamped at probability 0 for rounding
-            s_tail = torch.sum(full.p * outside, dim=-1, keepdim=True)
-            t_lse = torch.clamp(torch.logsumexp(lt, dim=-1, keepdim=True), max=0.0)
-            s_logits = torch.cat([torch.gather(log_p, 1, indices), torch.log(s_tail)], dim=-1)
-            # when the k indices cover the whole vocabulary the bucket holds no outcome: the teacher's leftover is
-            # rounding, not mass, and both sides give the bucket probability 0 (not 1e-16 against an exact 0 = inf)
-            empty = torch.sum(outside, dim=-1, keepdim=True) == 0
-            t_tail = torch.where(empty, -math.inf, torch.log(-torch.expm1(t_lse)))
-            t_logits = torch.cat([lt, t_tail], dim=-1)
-        else:
-            s_logits, t_logits = torch.gather(x, 1, indices), lt
+        s_logits, t_logits, tail = outcomes(x, indices, logprobs.to(dtype), bucket)
         optimistic = torch.compiler.is_compiling()  # see run_chunks: rows not tame are evaluated again eagerly
         s = _rows.side(xp, s_logits * inv_temperature, optimistic)
         t = _rows.side(xp, t_logits * inv_temperature, optimistic)
-        k = indices.shape[1]
         g = torch.empty_like(s.p) if out is not None else None
         pieces = div.reductions(s, t, inv_temperature * grad_scale, g)  # g: d value / d s_logits; rows sum to 0
         if out is not None:
-            grad = torch.zeros_like(x).scatter_add(1, indices, g[:, :k])
-            if bucket:
-                # s_logits[k] = log(sum_{i outside} p_i): its derivative in x_i is p_i [i outside] / tail - p_i,
-                # and the -p_i terms cancel because the gradient's row sums to 0
-                share = torch.where(s_tail > 0, full.p * outside / torch.where(s_tail > 0, s_tail, 1.0), 0.0)
-                grad = grad + g[:, k:] * share
-            out.copy_(grad)
+            out.copy_(spread(g, x, indices, tail))
         return pieces, _rows.bounds(s, t)
 
     return kernel
@@ -73,17 +85,39 @@ def run_topk(
     grad_scale: float | torch.Tensor,
     grad_out: torch.Tensor | None,
 ) -> torch.Tensor:
-    """Like :func:`run_dense`, with the teacher given as (N, k) ``indices`` (int64) and ``logprobs``."""
+    """Like :func:`run_dense`, with the teacher given as (N, k) ``indices`` (int64) and ``logprobs``. On the
+    Triton path the k (+1) outcomes of a chunk of rows are formed eagerly and the dense Triton kernel runs on them."""
     bucket = tail == "bucket"
-    return run_chunks(
+    dtype = work_dtype(student.dtype, logprobs.dtype)
+    chunks = functools.partial(
+        run_chunks,
         ("topk", div, bucket, grad_out is not None),
         lambda: _topk_kernel(div, bucket),
         div.finish,
         [student, indices, logprobs],
         student.shape[1],
-        work_dtype(student.dtype, logprobs.dtype),
+        dtype,
         temperature=temperature,
-        rows=rows,
         grad_scale=grad_scale,
         grad_out=grad_out,
     )
+    params = dict(div.params)
+    if not (_triton.wanted(student, params) and _triton.supports(div.measure, params)):
+        return chunks(rows=rows)
+    n, v = student.shape
+    values = torch.zeros(n, dtype=dtype, device=student.device)
+    selected = rows if rows is not None else torch.arange(n, device=student.device)
+    step = max(1, _config.get_config().eager_chunk // v)  # bounds the bucket's full-vocabulary temporaries
+    again = []
+    for lo in range(0, int(selected.numel()), step):
+        at = selected[lo : lo + step]
+        x = student[at].to(dtype)
+        s_logits, t_logits, spare = outcomes(x, indices[at], logprobs[at].to(dtype), bucket)
+        g = torch.empty_like(s_logits) if grad_out is not None else None
+        _, chosen, tame = _triton.run_dense(div.measure, params, div.student_first, s_logits, t_logits,
+                                            temperature=temperature, rows=None, grad_scale=grad_scale, grad_out=g)
+        values[at] = chosen.to(dtype)
+        if grad_out is not None:
+            grad_out[at] = spread(g, x, indices[at], spare).to(grad_out.dtype)
+        again.append(at[~tame])
+    return redo_untamed(values, torch.cat(again) if again else selected[:0], chunks)

@@ -71,20 +71,30 @@ def _kernel(interpret: bool) -> Any:
     return _triton_rows.dense
 
 
+def _kind(measure: Any, params: dict) -> int | None:
+    """The kernel's measure id (skew KL at alpha 0 is KL); None for a degenerate parameter whose row form is 0
+    (JS at weight 0 or 1, skew KL at alpha 1), which the eager kernels give at no cost."""
+    name, w = measure.name, float(params.get("weight", params.get("alpha", 0.0)))
+    if name == SKEW_KL.name and w == 0.0:
+        return _IDS[KL.name]
+    if (name == JS.name and w in (0.0, 1.0)) or (name == SKEW_KL.name and w == 1.0):
+        return None
+    return _IDS[name]
+
+
+def supports(measure: Any, params: dict) -> bool:
+    return _kind(measure, params) is not None
+
+
 def run_dense(
     measure: Any, params: dict, student_first: bool, student: torch.Tensor, teacher: torch.Tensor, *,
     temperature: float, rows: torch.Tensor | None, grad_scale: Any, grad_out: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """The dense kernel on the selected rows: (selected row indices, their values in float32, their tame mask),
-    the gradient written into ``grad_out``'s rows; None where the Triton kernel does not apply (a degenerate
-    parameter whose row form is 0, or 2 for skew KL at alpha 0, which is KL)."""
-    name = measure.name
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The dense kernel on the selected rows of (N, V) logits (``supports`` must hold): (selected row indices,
+    their values in float32, their tame mask), ``grad_scale`` times the student's gradient written into
+    ``grad_out``'s rows."""
+    kind = _kind(measure, params)
     w = float(params.get("weight", params.get("alpha", 0.0)))
-    if name == SKEW_KL.name and w == 0.0:
-        name = KL.name
-    if (name == JS.name and w in (0.0, 1.0)) or (name == SKEW_KL.name and w == 1.0):
-        return None
-    kind = _IDS[name]
     n, v = student.shape
     device = student.device
     selected = rows if rows is not None else torch.arange(n, device=device)

@@ -39,8 +39,9 @@ def excess_log(y):
 
 
 @triton.jit
-def load(ptr, offs, mask, inv_t):
-    return tl.load(ptr + offs, mask=mask, other=-float("inf")).to(tl.float32) * inv_t
+def load(ptr, offs, mask, inv_t, other):
+    # lanes past the row end read `other`: -inf for the max, 0 where the lane's terms are masked out anyway
+    return tl.load(ptr + offs, mask=mask, other=other).to(tl.float32) * inv_t
 
 
 @triton.jit
@@ -62,8 +63,8 @@ def dense(
     for start in range(0, V, BLOCK):  # pass 1: max, min and sum of exponentials, online
         offs = start + cols
         mask = offs < V
-        xp_ = load(p_row, offs, mask, inv_t)
-        xq_ = load(q_row, offs, mask, inv_t)
+        xp_ = load(p_row, offs, mask, inv_t, -float("inf"))
+        xq_ = load(q_row, offs, mask, inv_t, -float("inf"))
         new_p = tl.maximum(m_p, tl.max(xp_, 0))
         new_q = tl.maximum(m_q, tl.max(xq_, 0))
         z_p = z_p * tl.exp(m_p - new_p) + tl.sum(tl.where(mask, tl.exp(xp_ - new_p), 0.0), 0)
@@ -78,8 +79,8 @@ def dense(
     for start in range(0, V, BLOCK):  # pass 2: the row form's sums
         offs = start + cols
         mask = offs < V
-        a = load(p_row, offs, mask, inv_t) - m_p
-        b = load(q_row, offs, mask, inv_t) - m_q
+        a = load(p_row, offs, mask, inv_t, 0.0) - m_p
+        b = load(q_row, offs, mask, inv_t, 0.0) - m_q
         p = tl.exp(a) / z_p
         q = tl.exp(b) / z_q
         r = tl.where(mask, (b - a) - shift, 0.0)
@@ -113,8 +114,8 @@ def dense(
         for start in range(0, V, BLOCK):  # pass 3: the row form's gradient in the student's logits
             offs = start + cols
             mask = offs < V
-            a = load(p_row, offs, mask, inv_t) - m_p
-            b = load(q_row, offs, mask, inv_t) - m_q
+            a = load(p_row, offs, mask, inv_t, 0.0) - m_p
+            b = load(q_row, offs, mask, inv_t, 0.0) - m_q
             p = tl.exp(a) / z_p
             q = tl.exp(b) / z_q
             r = tl.where(mask, (b - a) - shift, 0.0)

@@ -45,6 +45,15 @@ def load(ptr, offs, mask, inv_t, other):
 
 
 @triton.jit
+def block(p_row, q_row, offs, V, inv_t, m_p, m_q, z_p, z_q, shift):
+    # one vocabulary block of both sides after pass 1: probabilities and r = log(q / p) (0 past the row end)
+    mask = offs < V
+    a = load(p_row, offs, mask, inv_t, 0.0) - m_p
+    b = load(q_row, offs, mask, inv_t, 0.0) - m_q
+    return offs, mask, tl.exp(a) / z_p, tl.exp(b) / z_q, tl.where(mask, (b - a) - shift, 0.0)
+
+
+@triton.jit
 def dense(
     p_ptr, q_ptr, p_stride, q_stride, rows_ptr, g_ptr, g_stride, out_ptr, V, inv_t, factor, w,
     MEASURE: tl.constexpr, STUDENT: tl.constexpr, GRAD: tl.constexpr, BLOCK: tl.constexpr,
@@ -77,13 +86,7 @@ def dense(
     s1 = tl.full([], 0.0, tl.float32)
     s2 = tl.full([], 0.0, tl.float32)
     for start in range(0, V, BLOCK):  # pass 2: the row form's sums
-        offs = start + cols
-        mask = offs < V
-        a = load(p_row, offs, mask, inv_t, 0.0) - m_p
-        b = load(q_row, offs, mask, inv_t, 0.0) - m_q
-        p = tl.exp(a) / z_p
-        q = tl.exp(b) / z_q
-        r = tl.where(mask, (b - a) - shift, 0.0)
+        offs, mask, p, q, r = block(p_row, q_row, start + cols, V, inv_t, m_p, m_q, z_p, z_q, shift)
         if MEASURE == 0:
             s0 += tl.sum(tl.where(mask, p * excess(r), 0.0), 0)
         elif MEASURE == 1:
@@ -112,13 +115,7 @@ def dense(
     if GRAD:
         g_row = g_ptr + row * g_stride
         for start in range(0, V, BLOCK):  # pass 3: the row form's gradient in the student's logits
-            offs = start + cols
-            mask = offs < V
-            a = load(p_row, offs, mask, inv_t, 0.0) - m_p
-            b = load(q_row, offs, mask, inv_t, 0.0) - m_q
-            p = tl.exp(a) / z_p
-            q = tl.exp(b) / z_q
-            r = tl.where(mask, (b - a) - shift, 0.0)
+            offs, mask, p, q, r = block(p_row, q_row, start + cols, V, inv_t, m_p, m_q, z_p, z_q, shift)
             if MEASURE == 0:
                 if STUDENT == 0:
                     g = -p * (r + s0)

@@ -16,6 +16,9 @@ from . import _backend, _engine
 
 def forward(measure: _engine.Measure, inputs: Sequence[Any], names: Sequence[str], **options: Any) -> Any:
     """Public forward: the measure's value in the batch shape and the inputs' backend."""
+    small = _engine.small_numpy(measure, inputs, options)
+    if small is not None:
+        return small
     _backend.namespace(*inputs)  # mixed libraries fail here, before any bridge sees them
     if _backend.needs_torch_autograd(*inputs):
         from ._bridges.torch import measure_function

@@ -157,3 +157,33 @@ def test_kl_of_probabilities_is_as_precise_as_the_direct_formula_and_exact_at_ev
     error = np.median(np.abs(got[plain] - want[plain]) / want[plain])
     assert error <= 1.1 * np.median(np.abs(direct - want[plain]) / want[plain])
     assert error <= 3e-4  # two logs, log p - log q, give 4e-4 here
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("from_logits", [False, True])
+@pytest.mark.parametrize("name", ["kl", "js", "tvd", "cross_entropy", "hellinger", "entropy"])
+def test_small_numpy_inputs_take_the_short_path_with_the_general_paths_numbers(name, from_logits, dtype):
+    from kldiv import _engine, measures
+
+    rng = np.random.default_rng(12)
+    measure = {"kl": measures.KL, "js": measures.JS, "tvd": measures.TVD, "cross_entropy": measures.CROSS_ENTROPY,
+               "hellinger": measures.HELLINGER, "entropy": measures.ENTROPY}[name]
+    arity = 1 if name == "entropy" else 2
+    for shape in [(3,), (4, 7), (2, 3, 5)]:
+        x = [rng.standard_normal(shape) for _ in range(arity)]
+        x = [a if from_logits else np.exp(a) / np.exp(a).sum(-1, keepdims=True) for a in x]
+        x = [a.astype(dtype) for a in x]
+        x[0][..., 0] = -np.inf if from_logits else 0.0  # an impossible outcome on the first side
+        if not from_logits:
+            x[0] = (x[0] / x[0].sum(-1, keepdims=True)).astype(dtype)
+        options = dict(axis=-1, from_logits=from_logits, base=2.0, validate=True)
+        if name == "js":
+            options["params"] = {"weight": 0.5}
+        short = _engine.small_numpy(measure, x, options)
+        assert short is not None, "small plain NumPy inputs take the short path"
+        general = _engine.run(measure, x, [f"x{i}" for i in range(arity)], **options)
+        want = general.layout.values(general.values)
+        assert short.dtype == want.dtype and short.shape == want.shape == shape[:-1]
+        np.testing.assert_array_equal(short, want)
+    bad = np.array([0.5, 0.6, -0.1], dtype=dtype)
+    assert _engine.small_numpy(measure, [bad] * arity, dict(from_logits=False)) is None  # the general path says why

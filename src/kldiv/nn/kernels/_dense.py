@@ -113,12 +113,11 @@ def run_dense(
     params = dict(div.params)
     if not (_triton.wanted(student, params) and _triton.supports(div.measure, params)):
         return chunks(rows=rows)
-    selected, chosen, tame = _triton.run_dense(div.measure, params, div.student_first, student, teacher,
-                                               temperature=temperature, rows=rows, grad_scale=grad_scale,
-                                               grad_out=grad_out)
+    selected, chosen = _triton.run_dense(div.measure, params, div.student_first, student, teacher,
+                                         temperature=temperature, rows=rows, grad_scale=grad_scale, grad_out=grad_out)
     values = torch.zeros(student.shape[0], dtype=work_dtype(student.dtype, teacher.dtype), device=student.device)
     values[selected] = chosen.to(values.dtype)
-    return redo_untamed(values, selected[~tame], chunks)
+    return values
 
 
 def redo_untamed(values: torch.Tensor, again: torch.Tensor, chunks: Any) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 
 from ... import _config, _rows
 from . import _triton
-from ._dense import Divergence, redo_untamed, run_chunks, work_dtype
+from ._dense import Divergence, run_chunks, work_dtype
 
 
 def outcomes(x: torch.Tensor, indices: torch.Tensor, lt: torch.Tensor, bucket: bool) -> tuple[Any, Any, Any]:
@@ -108,16 +108,14 @@ def run_topk(
     values = torch.zeros(n, dtype=dtype, device=student.device)
     selected = rows if rows is not None else torch.arange(n, device=student.device)
     step = max(1, _config.get_config().eager_chunk // v)  # bounds the bucket's full-vocabulary temporaries
-    again = []
     for lo in range(0, int(selected.numel()), step):
         at = selected[lo : lo + step]
         x = student[at].to(dtype)
         s_logits, t_logits, spare = outcomes(x, indices[at], logprobs[at].to(dtype), bucket)
         g = torch.empty_like(s_logits) if grad_out is not None else None
-        _, chosen, tame = _triton.run_dense(div.measure, params, div.student_first, s_logits, t_logits,
-                                            temperature=temperature, rows=None, grad_scale=grad_scale, grad_out=g)
+        _, chosen = _triton.run_dense(div.measure, params, div.student_first, s_logits, t_logits,
+                                      temperature=temperature, rows=None, grad_scale=grad_scale, grad_out=g)
         values[at] = chosen.to(dtype)
         if grad_out is not None:
             grad_out[at] = spread(g, x, indices[at], spare).to(grad_out.dtype)
-        again.append(at[~tame])
-    return redo_untamed(values, torch.cat(again) if again else selected[:0], chunks)
+    return values

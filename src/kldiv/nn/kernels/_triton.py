@@ -1,17 +1,17 @@
 """Triton kernels for the logits-level losses with a dense teacher: one program per row, three passes over its
 vocabulary blocks.
 
-1. The row max, min and sum of exponentials of both sides, online (the running sum rescaled as the max grows).
+1. The row max and sum of exponentials of both sides, online (the running sum rescaled as the max grows).
 2. The measure's row sums (:class:`kldiv._rows.RowForm` ``sums``: the same quantities, so the row form's own
-   ``finish`` turns them into values), from the select-free formulas the row forms use on tame sides, written
-   with exp, log and arithmetic only (Triton has no expm1 or log1p of its own): e^r - 1 - r as
-   :func:`kldiv._rows.excess` computes it for compiled code, and y - log(1 + y) by the same construction.
+   ``finish`` turns them into values), as non-negative terms without cancellation, written with exp, log and
+   arithmetic only (Triton has no expm1 or log1p of its own): e^r - 1 - r as :func:`kldiv._rows.excess`
+   computes it for compiled code, and y - log(1 + y) by the same construction.
 3. With a gradient: the row form's ``grad`` in the student's logits, times the loss's scale, stored in place.
 
-Rows masked by ``ignore_index`` are never read: the kernel gets the indices of the kept rows. Accumulation is
-float32. Each row's max and min come back with its sums: rows that are not tame (an impossible outcome, NaN, a
-span over ``TAME_SPAN - log V``) are evaluated again by the eager kernel with the guarded formulas, exactly as
-the compiled kernels' are (see :func:`kldiv.nn.kernels._dense.run_chunks`).
+Every edge is decided per entry inside the kernel (selects cost nothing on a GPU): impossible outcomes on either
+side or both, probabilities that underflow, log-ratios where e^r would overflow; NaN or +inf logits give a NaN
+value. So no row is evaluated twice and nothing waits for the device. Rows masked by ``ignore_index`` are never
+read: the kernel gets the indices of the kept rows. Accumulation is float32.
 
 The kernels are built on first use: ``triton.jit`` decides when it decorates whether ``TRITON_INTERPRET=1``
 makes them run on CPU tensors through Triton's interpreter, which is how the test suite checks them.
@@ -20,14 +20,13 @@ makes them run on CPU tensors through Triton's interpreter, which is how the tes
 from __future__ import annotations
 
 import functools
-import math
 import os
 from typing import Any
 
 import array_api_compat.torch as xp
 import torch
 
-from ... import _config, _rows
+from ... import _config
 from ...measures import JS, KL, SKEW_KL, TVD
 
 _IDS = {KL.name: 0, JS.name: 1, SKEW_KL.name: 2, TVD.name: 3}
@@ -89,10 +88,10 @@ def supports(measure: Any, params: dict) -> bool:
 def run_dense(
     measure: Any, params: dict, student_first: bool, student: torch.Tensor, teacher: torch.Tensor, *,
     temperature: float, rows: torch.Tensor | None, grad_scale: Any, grad_out: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The dense kernel on the selected rows of (N, V) logits (``supports`` must hold): (selected row indices,
-    their values in float32, their tame mask), ``grad_scale`` times the student's gradient written into
-    ``grad_out``'s rows."""
+    their values in float32), ``grad_scale`` times the student's gradient written into ``grad_out``'s rows.
+    Nothing here waits for the device: the scale is read by the kernel."""
     kind = _kind(measure, params)
     w = float(params.get("weight", params.get("alpha", 0.0)))
     n, v = student.shape
@@ -103,10 +102,10 @@ def run_dense(
     p, q = (student, teacher) if student_first else (teacher, student)
     if count:
         grad = grad_out if grad_out is not None else out  # a placeholder pointer when there is no gradient
+        scale = torch.as_tensor(grad_scale, dtype=torch.float32, device=device).reshape(1)
         block = min(triton_block(v), 1 << 12)
         _kernel(_interpreting())[(count,)](
-            p, q, p.stride(0), q.stride(0), selected, grad, grad.stride(0), out, v, 1.0 / temperature,
-            float(grad_scale) / temperature, w,
+            p, q, p.stride(0), q.stride(0), selected, grad, grad.stride(0), out, v, 1.0 / temperature, scale, w,
             MEASURE=kind, STUDENT=0 if student_first else 1, GRAD=grad_out is not None, BLOCK=block,
         )
     k = _SUMS[kind]
@@ -114,9 +113,7 @@ def run_dense(
     log_z_p, log_z_q = torch.log(out[:, 3].double()), torch.log(out[:, 4].double())
     form = (KL if kind == 0 else measure).rows
     values = form.finish(xp, sums, log_z_p, log_z_q, **({} if kind == 0 else params))
-    limit = _rows.TAME_SPAN - math.log(max(v, 1))
-    tame = (out[:, 5] <= limit) & (out[:, 6] <= limit)
-    return selected, values.to(torch.float32), tame
+    return selected, values.to(torch.float32)
 
 
 def triton_block(v: int) -> int:

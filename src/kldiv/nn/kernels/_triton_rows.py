@@ -46,19 +46,44 @@ def load(ptr, offs, mask, inv_t, other):
 
 @triton.jit
 def block(p_row, q_row, offs, V, inv_t, m_p, m_q, z_p, z_q, shift):
-    # one vocabulary block of both sides after pass 1: probabilities and r = log(q / p) (0 past the row end)
+    # one vocabulary block of both sides after pass 1: probabilities, r = log(q / p) (0 past the row end), and
+    # where each side's probability is exactly 0 (its logit -inf)
     mask = offs < V
     a = load(p_row, offs, mask, inv_t, 0.0) - m_p
     b = load(q_row, offs, mask, inv_t, 0.0) - m_q
-    return offs, mask, tl.exp(a) / z_p, tl.exp(b) / z_q, tl.where(mask, (b - a) - shift, 0.0)
+    r = tl.where(mask, (b - a) - shift, 0.0)
+    return offs, mask, tl.exp(a) / z_p, tl.exp(b) / z_q, r, a == -float("inf"), b == -float("inf")
+
+
+@triton.jit
+def kl_term(p, q, r, zero_p, zero_q):
+    # p (e^r - 1 - r), the terms summing to KL(P || Q) without cancellation, at every edge: q where p = 0,
+    # +inf where q = 0 < p, and q - p (1 + r) above r = 1 (where p may have underflowed and e^r overflow)
+    t = tl.where(r > 1.0, q - p * (1.0 + r), p * excess(tl.minimum(r, 1.0)))
+    return tl.where(zero_p, q, tl.where(zero_q, float("inf"), t))
+
+
+@triton.jit
+def mix(p, q, r, c):
+    # With m = (1 - c) p + c q, 0 < c < 1: the terms p (m / p - 1 - log(m / p)) summing to KL(P || M) (m sums
+    # to 1 as p does), and log(m / p), at every edge: c q where p = 0 (or underflowed), log(1 - c) where q = 0,
+    # and above r = 1 the terms' direct form, which neither overflows nor cancels there
+    high = r > 1.0
+    low = tl.minimum(r, 1.0)
+    y = c * tl.where(low < -1.0, tl.exp(low) - 1.0, low + excess(low))  # m / p - 1 for r <= 1
+    log_mp = tl.where(high, r + tl.log((1.0 - c) * tl.exp(-r) + c),
+                      tl.where(low < -1.0, tl.log(1.0 + y), y - excess_log(y)))
+    term = tl.where(high, c * (q - p) - p * log_mp, p * excess_log(y))
+    return tl.where(p == 0.0, c * q, term), log_mp
 
 
 @triton.jit
 def dense(
-    p_ptr, q_ptr, p_stride, q_stride, rows_ptr, g_ptr, g_stride, out_ptr, V, inv_t, factor, w,
+    p_ptr, q_ptr, p_stride, q_stride, rows_ptr, g_ptr, g_stride, out_ptr, V, inv_t, scale_ptr, w,
     MEASURE: tl.constexpr, STUDENT: tl.constexpr, GRAD: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    # P and Q are the measure's two arguments; STUDENT (0 or 1) says which one is the student
+    # P and Q are the measure's two arguments; STUDENT (0 or 1) says which one is the student. MEASURE: 0 KL,
+    # 1 JS with weight w on P, 2 skew KL with alpha w, 3 TVD
     pid = tl.program_id(0)
     row = tl.load(rows_ptr + pid)
     p_row, q_row = p_ptr + row * p_stride, q_ptr + row * q_stride
@@ -67,37 +92,36 @@ def dense(
     m_q = tl.full([], -float("inf"), tl.float32)
     z_p = tl.full([], 0.0, tl.float32)
     z_q = tl.full([], 0.0, tl.float32)
-    lo_p = tl.full([], float("inf"), tl.float32)
-    lo_q = tl.full([], float("inf"), tl.float32)
-    for start in range(0, V, BLOCK):  # pass 1: max, min and sum of exponentials, online
+    for start in range(0, V, BLOCK):  # pass 1: max and sum of exponentials, online
         offs = start + cols
         mask = offs < V
         xp_ = load(p_row, offs, mask, inv_t, -float("inf"))
         xq_ = load(q_row, offs, mask, inv_t, -float("inf"))
         new_p = tl.maximum(m_p, tl.max(xp_, 0))
         new_q = tl.maximum(m_q, tl.max(xq_, 0))
-        z_p = z_p * tl.exp(m_p - new_p) + tl.sum(tl.where(mask, tl.exp(xp_ - new_p), 0.0), 0)
-        z_q = z_q * tl.exp(m_q - new_q) + tl.sum(tl.where(mask, tl.exp(xq_ - new_q), 0.0), 0)
+        # the first block of a row may have no finite logit yet: -inf - -inf must not poison the sums
+        z_p = tl.where(new_p == -float("inf"), 0.0, z_p * tl.exp(m_p - new_p)) + tl.sum(
+            tl.where(mask & (xp_ > -float("inf")), tl.exp(xp_ - new_p), 0.0), 0)
+        z_q = tl.where(new_q == -float("inf"), 0.0, z_q * tl.exp(m_q - new_q)) + tl.sum(
+            tl.where(mask & (xq_ > -float("inf")), tl.exp(xq_ - new_q), 0.0), 0)
         m_p, m_q = new_p, new_q
-        lo_p = tl.minimum(lo_p, tl.min(tl.where(mask, xp_, float("inf")), 0))
-        lo_q = tl.minimum(lo_q, tl.min(tl.where(mask, xq_, float("inf")), 0))
     shift = tl.log(z_q) - tl.log(z_p)
     s0 = tl.full([], 0.0, tl.float32)
     s1 = tl.full([], 0.0, tl.float32)
     s2 = tl.full([], 0.0, tl.float32)
     for start in range(0, V, BLOCK):  # pass 2: the row form's sums
-        offs, mask, p, q, r = block(p_row, q_row, start + cols, V, inv_t, m_p, m_q, z_p, z_q, shift)
+        offs, mask, p, q, r, zero_p, zero_q = block(p_row, q_row, start + cols, V, inv_t, m_p, m_q, z_p, z_q, shift)
         if MEASURE == 0:
-            s0 += tl.sum(tl.where(mask, p * excess(r), 0.0), 0)
+            s0 += tl.sum(tl.where(mask, kl_term(p, q, r, zero_p, zero_q), 0.0), 0)
         elif MEASURE == 1:
-            y_p = (1.0 - w) * (r + excess(r))
-            y_q = w * (excess(-r) - r)
-            s0 += tl.sum(tl.where(mask, p * excess_log(y_p), 0.0), 0)
-            s1 += tl.sum(tl.where(mask, q * excess_log(y_q), 0.0), 0)
+            term_p, _ = mix(p, q, r, 1.0 - w)
+            term_q, _ = mix(q, p, -r, w)
+            s0 += tl.sum(tl.where(mask, term_p, 0.0), 0)
+            s1 += tl.sum(tl.where(mask, term_q, 0.0), 0)
         elif MEASURE == 2:
-            y = (1.0 - w) * (r + excess(r))
-            s0 += tl.sum(tl.where(mask, p * excess_log(y), 0.0), 0)
-            s1 += tl.sum(tl.where(mask, p / (1.0 + y), 0.0), 0)
+            term, log_mp = mix(p, q, r, 1.0 - w)
+            s0 += tl.sum(tl.where(mask, term, 0.0), 0)
+            s1 += tl.sum(tl.where(mask & (p > 0.0), p * tl.exp(-log_mp), 0.0), 0)
         else:
             d = p - q
             sign = tl.where(d > 0, 1.0, tl.where(d < 0, -1.0, 0.0))
@@ -110,29 +134,30 @@ def dense(
     tl.store(out + 2, s2)
     tl.store(out + 3, z_p)
     tl.store(out + 4, z_q)
-    tl.store(out + 5, m_p - lo_p)
-    tl.store(out + 6, m_q - lo_q)
     if GRAD:
+        factor = tl.load(scale_ptr) * inv_t
         g_row = g_ptr + row * g_stride
         for start in range(0, V, BLOCK):  # pass 3: the row form's gradient in the student's logits
-            offs, mask, p, q, r = block(p_row, q_row, start + cols, V, inv_t, m_p, m_q, z_p, z_q, shift)
+            offs, mask, p, q, r, zero_p, zero_q = block(p_row, q_row, start + cols, V, inv_t, m_p, m_q, z_p, z_q,
+                                                        shift)
             if MEASURE == 0:
-                if STUDENT == 0:
-                    g = -p * (r + s0)
+                if STUDENT == 0:  # -p (r + KL): 0 where p = 0, +inf where q = 0 < p
+                    g = tl.where(p == 0.0, 0.0, -p * (r + s0))
+                    g = tl.where(zero_q & (zero_p == 0), float("inf"), g)
                 else:
                     g = q - p
             elif MEASURE == 1:
                 if STUDENT == 0:
-                    y_p = (1.0 - w) * (r + excess(r))
-                    g = w * (-p * (y_p - excess_log(y_p)) - p * s0)
+                    _, log_mp = mix(p, q, r, 1.0 - w)
+                    g = w * (tl.where(p == 0.0, 0.0, -p * log_mp) - p * s0)
                 else:
-                    y_q = w * (excess(-r) - r)
-                    g = (1.0 - w) * (-q * (y_q - excess_log(y_q)) - q * s1)
+                    _, log_mq = mix(q, p, -r, w)
+                    g = (1.0 - w) * (tl.where(q == 0.0, 0.0, -q * log_mq) - q * s1)
             elif MEASURE == 2:
-                y = (1.0 - w) * (r + excess(r))
-                ratio = 1.0 / (1.0 + y)
+                _, log_mp = mix(p, q, r, 1.0 - w)
+                ratio = tl.where(p == 0.0, 0.0, tl.exp(-log_mp))  # p / m
                 if STUDENT == 0:
-                    g = -p * (y - excess_log(y)) - w * p * ratio - p * (s0 - w * s1)
+                    g = tl.where(p == 0.0, 0.0, -p * log_mp) - w * p * ratio - p * (s0 - w * s1)
                 else:
                     g = q * ((1.0 - w * s1) - (1.0 - w) * ratio)
             else:

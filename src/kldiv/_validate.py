@@ -317,7 +317,7 @@ def check_normalizable(xp: Any, chunk: Any, row0: int, loc: Locator) -> None:
 
 # --- kldiv.nn: loss options and PyTorch tensors (torch is imported inside, never at module level) ----------
 
-NN_DIVERGENCES = ("kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl", "tvd")
+NN_DIVERGENCES = ("kl", "reverse_kl", "js", "generalized_jsd", "skew_kl", "skew_reverse_kl", "tvd")
 NN_REDUCTIONS = ("mean", "sum", "none")
 TOPK_TAILS = ("bucket", "renormalize")
 

@@ -9,6 +9,8 @@ The divergences are the measures of :mod:`kldiv.measures`, applied to (teacher, 
 ``"reverse_kl"``    KL(S || T)                               ``KL`` (student, teacher)
 ``"js"``            b KL(T || M) + (1 - b) KL(S || M)         ``JS`` with weight b on the teacher,
                     with M = b T + (1 - b) S                  0 at b = 0 and b = 1 (its continuous limit)
+``"generalized_jsd"`` as ``"js"`` for 0 < b < 1; KL(T || S)    TRL's and Liger-Kernel's convention
+                    at b = 0, KL(S || T) at b = 1             (``generalized_jsd_loss``, GKD)
 ``"skew_kl"``       KL(T || a T + (1 - a) S)                 ``SKEW_KL`` (teacher, student)
 ``"skew_reverse_kl"`` KL(S || a S + (1 - a) T)               ``SKEW_KL`` (student, teacher)
 ``"tvd"``           1/2 sum_i |t_i - s_i|                     ``TVD``
@@ -40,6 +42,8 @@ def divergence_of(name: Any, beta: Any, alpha: Any) -> Divergence:
     _validate.check_choice("divergence", name, _validate.NN_DIVERGENCES)
     beta = _validate.check_in_unit_interval("beta", beta)
     alpha = _validate.check_in_unit_interval("alpha", alpha)
+    if name == "generalized_jsd":  # TRL's endpoints: forward KL at beta 0, reverse KL at beta 1
+        name = {0.0: "kl", 1.0: "reverse_kl"}.get(beta, "js")
     return {
         "kl": lambda: Divergence(KL, False),
         "reverse_kl": lambda: Divergence(KL, True),
@@ -184,7 +188,8 @@ def distillation_loss(
       teacher_logits: (..., V) floating tensor of the same batch shape, or a :class:`TopK` sparse teacher.
         It receives no gradient.
       labels: optional integer tensor of the batch shape; positions equal to ``ignore_index`` are excluded.
-      divergence: "kl" (forward, KL(T || S)), "reverse_kl", "js", "skew_kl", "skew_reverse_kl" or "tvd".
+      divergence: "kl" (forward, KL(T || S)), "reverse_kl", "js", "generalized_jsd" (TRL's: "js" inside (0, 1),
+        KL(T || S) at beta = 0 and KL(S || T) at beta = 1), "skew_kl", "skew_reverse_kl" or "tvd".
       beta: weight of the teacher in the JS mixture M = beta T + (1 - beta) S, in [0, 1].
       alpha: skew of "skew_kl" / "skew_reverse_kl", in [0, 1] (0 gives KL, 1 gives 0).
       temperature: tau > 0 dividing both logit sets.

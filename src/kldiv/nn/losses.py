@@ -14,7 +14,8 @@ class DistillationLoss(torch.nn.Module):
     ``loss = mean over kept positions n of c * D(T_n, S_n)``, with ``T_n, S_n`` the tempered softmaxes of the
     teacher's and the student's logits, ``c = temperature**2`` if ``scale_by_temperature_squared`` else 1, and
     D one of "kl" = KL(T || S), "reverse_kl" = KL(S || T), "js" (generalized JSD, mixture
-    ``beta T + (1 - beta) S``), "skew_kl" = KL(T || alpha T + (1 - alpha) S), "skew_reverse_kl" =
+    ``beta T + (1 - beta) S``, 0 at beta = 0 and 1), "generalized_jsd" (TRL's convention: "js" inside (0, 1),
+    "kl" at beta = 0, "reverse_kl" at beta = 1), "skew_kl" = KL(T || alpha T + (1 - alpha) S), "skew_reverse_kl" =
     KL(S || alpha S + (1 - alpha) T), "tvd". Memory beyond the inputs: the student's gradient plus one chunk.
 
     Args:

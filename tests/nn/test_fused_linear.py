@@ -176,3 +176,24 @@ def test_fused_bad_input_raises_clear_one_line_error(change, kind, message):
     with pytest.raises(kind, match=message) as info:
         fused_linear_distillation_loss(**args)
     assert "\n" not in str(info.value)
+
+
+def test_under_autocast_a_float32_head_with_bf16_hidden_states_runs_in_bf16_and_gives_float32_gradients():
+    from kldiv.nn import FusedLinearDistillationLoss
+
+    g = torch.Generator().manual_seed(8)
+    hidden = torch.randn(12, 16, generator=g).bfloat16().requires_grad_(True)
+    weight = torch.randn(40, 16, generator=g).requires_grad_(True)  # float32, as an nn.Linear kept in float32
+    teacher_hidden, teacher_weight = torch.randn(12, 16, generator=g).bfloat16(), torch.randn(40, 16, generator=g)
+    loss_fn = FusedLinearDistillationLoss("js")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = loss_fn(hidden, weight, teacher_hidden, teacher_weight)
+    loss.backward()
+    assert weight.grad.dtype == torch.float32 and hidden.grad.dtype == torch.bfloat16
+    # the same computation with the casts written out (what autocast does for nn.Linear)
+    h, w = hidden.detach().clone().requires_grad_(True), weight.detach().clone().requires_grad_(True)
+    want = loss_fn(h, w.bfloat16(), teacher_hidden, teacher_weight.bfloat16())
+    want.backward()
+    torch.testing.assert_close(loss, want)
+    torch.testing.assert_close(weight.grad, w.grad)
+    torch.testing.assert_close(hidden.grad, h.grad)

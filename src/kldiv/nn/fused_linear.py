@@ -149,6 +149,14 @@ def fused_linear_distillation_loss(
     _validate.check_fused_reduction(options.reduction)
     hidden = _validate.check_matrix("student_hidden", student_hidden)
     weight = _validate.check_matrix("student_weight", student_weight)
+    if torch.is_autocast_enabled(hidden.device.type):
+        # as nn.Linear under autocast: the heads' matmuls in the autocast dtype, whatever the parameters' dtype
+        # (a float32 LM head with bf16 hidden states); gradients flow back to each tensor in its own dtype
+        cast = torch.get_autocast_dtype(hidden.device.type)
+        hidden, weight, student_bias, teacher_hidden, teacher_weight, teacher_bias = (
+            x.to(cast) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+            for x in (hidden, weight, student_bias, teacher_hidden, teacher_weight, teacher_bias)
+        )
     _validate.check_lm_head(hidden, weight)
     n, v = hidden.shape[0], weight.shape[0]
     _validate.check_bias("student_bias", student_bias, v)

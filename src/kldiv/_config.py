@@ -49,6 +49,8 @@ class Config:
         and its temporaries in cache while the Python work per chunk stays small beside the arithmetic (best of
         2**15..2**19 for KL at (4096, 32000): 2.4x faster than 2**15 validated, 1.8x without validation).
       array_chunk: elements per chunk for other array libraries (torch, JAX, CuPy) in the core API.
+      numpy_small: plain NumPy inputs of at most this many values per input take the core API's short path
+        (the same checks and formulas without the chunking machinery: 25 us instead of 74 us for two 3-vectors).
       eager_chunk: elements per chunk of the eager ``kldiv.nn`` kernels; 2**18 float32 (1 MiB) per temporary
         stays in L2 between the kernel's operations.
       compiled_chunk: elements per call of a compiled ``kldiv.nn`` kernel; its rows stay in cache whatever the
@@ -65,6 +67,7 @@ class Config:
     threads: int = max(1, min(8, os.cpu_count() or 1))
     numpy_chunk: int = 1 << 18
     array_chunk: int = 1 << 22
+    numpy_small: int = 4096
     eager_chunk: int = 1 << 18
     compiled_chunk: int = 1 << 23
     fused_chunk: int = 1 << 23

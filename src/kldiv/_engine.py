@@ -213,16 +213,15 @@ def run(
     return Result(layout, values, grads)
 
 
-SMALL = 4096  # elements per input up to which plain NumPy inputs take :func:`small_numpy`
-
-
 def small_numpy(measure: Measure, inputs: Sequence[Any], options: dict[str, Any]) -> Any | None:
     """The value for small plain NumPy float32/float64 inputs of one shape along the last axis, without the
     general machinery (layout, chunks, threads, locators): the same checks and the same measure functions, at
     a fifth of the per-call cost. None wherever the general path is needed, which then also says what is wrong
     with an input that fails a check."""
     first = inputs[0]
-    if type(first) is not np.ndarray or first.dtype not in (np.float32, np.float64) or not 0 < first.size <= SMALL:
+    if type(first) is not np.ndarray or first.dtype not in (np.float32, np.float64) or not (
+        0 < first.size <= _config.get_config().numpy_small
+    ):
         return None
     if any(type(x) is not np.ndarray or x.dtype != first.dtype or x.shape != first.shape for x in inputs[1:]):
         return None

@@ -118,3 +118,22 @@ def test_compiled_kld_of_nearly_identical_models_keeps_its_relative_precision(al
     error = ((ours.double() - truth).abs() / truth).median()
     naive_error = ((naive.double() - truth).abs() / truth).median()
     assert error < naive_error / 10, (float(error), float(naive_error))
+
+
+@pytest.mark.parametrize("path", ["numpy", "torch", "torch compiled"])
+def test_same_top_breaks_ties_by_the_first_maximum_on_every_path(path):
+    # integer logits in a narrow range: most rows have several maxima
+    rng = np.random.default_rng(9)
+    a = rng.integers(0, 3, (512, 64)).astype(np.float32)
+    b = rng.integers(0, 3, (512, 64)).astype(np.float32)
+    a[0], b[0] = [0, 2, 2, 2] * 16, [0, 2, 0, 0] * 16  # the first maximum is index 1 on both sides
+    want = np.mean(np.argmax(a, -1) == np.argmax(b, -1))  # numpy.argmax, torch.argmax and llama.cpp agree
+    mode = "always" if path == "torch compiled" else "never"
+    previous = kldiv.set_config(compile=mode)
+    try:
+        result = Comparison()
+        result.update(*((a, b) if path == "numpy" else (torch.tensor(a), torch.tensor(b))))
+        got = result.result().same_top_p
+    finally:
+        kldiv.set_config(compile=previous.compile)
+    assert got == pytest.approx(want, abs=1e-12)

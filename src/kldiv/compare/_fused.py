@@ -96,7 +96,8 @@ def wanted(reference: Any) -> bool:
 def token_rows(
     reference: Any, other: Any, labels: Any, *, reverse: bool, k: int, locators: tuple, row0: int = 0
 ) -> dict[str, Any]:
-    """Per-row kld, js, tvd, top-k indices (``ref_top``, ``other_top``) and, with labels, the label
+    """Per-row kld, js, tvd, top-k indices (``ref_top``, ``other_top``), arg maxes (``ref_arg``, ``other_arg``)
+    and, with labels, the label
     log-probabilities (``lr``, ``lo``) of torch rows (n, V), like :func:`._tokens._block` computes them.
 
     One compiled call per chunk: the rows are a dynamic dimension, so a run compiles once per vocabulary and
@@ -111,8 +112,9 @@ def token_rows(
     gather = torch.as_tensor(labels, dtype=torch.int64, device=reference.device) if labelled else None
     group = group_size(v, k)
     rows: dict[str, Any] = {}
-    for name, x, loc in (("ref_top", reference, locators[0]), ("other_top", other, locators[1])):
-        rows[name], row_max = top_indices(x, k, group)
+    for name, x, loc in (("ref", reference, locators[0]), ("other", other, locators[1])):
+        rows[f"{name}_top"], row_max = top_indices(x, k, group)
+        rows[f"{name}_arg"] = torch.argmax(x, dim=-1)  # the first maximum, as in the eager path
         if not bool(torch.isfinite(row_max).all()):  # NaN, +inf or an all -inf row: the validator says where
             _validate.check_logit_rows(xp, x, row_max[:, None], row0, loc)
     if n == 1:  # PyTorch compiles a 1-row block separately (the rows are a dynamic dimension from 2 up)

@@ -77,6 +77,10 @@ def _block(xp: Any, a: Any, b: Any, labels: Any, reverse: bool, k_max: int, row0
             "tvd": TVD.rows.finish(xp, TVD.rows.sums(xp, P, Q), lz_p, lz_q),
             "ref_top": _top_indices(xp, a, k_max),
             "other_top": _top_indices(xp, b, k_max),
+            # the arg max by the first maximum, as llama.cpp, numpy.argmax and torch.argmax break ties (a top-k
+            # list may order tied entries either way)
+            "ref_arg": xp.argmax(a, axis=-1),
+            "other_arg": xp.argmax(b, axis=-1),
         }
         if labels is not None:
             out["lr"] = _gather(P.x, labels) - xp.astype(lz_p, P.x.dtype)
@@ -128,7 +132,7 @@ def token_values(
     blocks = _config.run_parallel(spans, run, config.threads if on_cpu else 1)
     cat = (lambda key: np.concatenate([blk[key] for blk in blocks])) if xp is np else (
         lambda key: xp.concat([blk[key] for blk in blocks]))
-    keys = ("kld", "js", "tvd", "ref_top", "other_top") + (("lr", "lo") if labels is not None else ())
+    keys = ("kld", "js", "tvd", "ref_top", "other_top", "ref_arg", "other_arg") + (("lr", "lo") if labels is not None else ())
     return _gathered(xp, {key: cat(key) for key in keys}, labels is not None, top_k, work)
 
 
@@ -145,7 +149,7 @@ def _gathered(xp: Any, rows: dict, has_labels: bool, top_k: tuple[int, ...], wor
         kld=_host(rows["kld"]),
         js=_host(rows["js"]),
         tvd=_host(rows["tvd"]),
-        same_top=_host(xp.astype(top_a[:, 0] == top_b[:, 0], work)),
+        same_top=_host(xp.astype(rows["ref_arg"] == rows["other_arg"], work)),
         overlap=overlap,
         log_p_reference=_host(rows["lr"]) if has_labels else None,
         log_p_other=_host(rows["lo"]) if has_labels else None,

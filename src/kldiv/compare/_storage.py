@@ -32,6 +32,7 @@ from ..measures import KL
 
 FORMATS = ("float32", "float16", "top_k", "quantized")
 LLAMA_MAGIC = b"_logits_"
+LLAMA_FORMAT = "llama.cpp"
 QUANTIZED_WINDOW = 16.0  # llama.cpp keeps log-probabilities within 16 nats of the maximum
 _SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I32": np.int32, "I64": np.int64,
                        "U16": np.uint16}
@@ -106,6 +107,21 @@ def quantize_log_probs(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
 def dequantize_log_probs(scale: np.ndarray, min_log_prob: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """Inverse of :func:`quantize_log_probs`: log p_i = scale * code_i + min_log_prob (float32)."""
     return scale[:, None] * codes.astype(np.float32) + min_log_prob[:, None]
+
+
+LLAMA_SKIP_LOG_PROB = -16.0  # llama.cpp's KL divergence skips the reference's terms at or below this log-probability
+
+
+def llama_log_probs(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The reference rows of a llama.cpp file as llama.cpp reads them: every log-probability at or below -16 is
+    a term llama.cpp's KL divergence skips (``p_log_base > -16`` in ``tools/perplexity``), so it is an impossible
+    outcome here, except the scored token's own, which llama.cpp's perplexity uses as stored. (Read as
+    probabilities, those entries sit at the quantisation floor and add mass the reference never had: on a
+    32,000-token vocabulary that overstated the mean KLD ninefold.)"""
+    out = np.where(log_probs > LLAMA_SKIP_LOG_PROB, log_probs, -np.inf).astype(np.float32)
+    rows = np.arange(len(out))
+    out[rows, labels] = log_probs[rows, labels]
+    return out
 
 
 def _top_k_rows(log_probs: _engine.Canon, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -446,10 +462,10 @@ def _open_llama(path: Path) -> Segment:
         header = np.ascontiguousarray(block[:, :4]).view("<f4")
         scale, minimum = header[:, 0].astype(np.float32), header[:, 1].astype(np.float32)
         _check_scales(path, scale, minimum, lo, (tokens_end, tokens_end + 4), (record, record))
-        return dequantize_log_probs(scale, minimum, block[:, 4:4 + n_vocab])
+        return llama_log_probs(dequantize_log_probs(scale, minimum, block[:, 4:4 + n_vocab]), labels[lo:hi])
 
     positions = np.tile(np.arange(first, n_ctx - 1), n_chunk).astype(np.int64)
-    return Segment(path, "llama.cpp", n_chunk * scored, n_vocab, read, labels, positions)
+    return Segment(path, LLAMA_FORMAT, n_chunk * scored, n_vocab, read, labels, positions)
 
 
 SUFFIXES = (".safetensors", ".npy", ".kld", ".bin", ".dat")

@@ -97,6 +97,11 @@ def row_sum(xp: Any, x: Any, keepdims: bool = False) -> Any:
 TAME_SPAN = 86.0
 
 
+def tame_limit(v: int) -> float:
+    """The largest row span (max - min of its logits) of a tame side with ``v`` outcomes."""
+    return TAME_SPAN - math.log(max(v, 1))
+
+
 def side(xp: Any, logits: Any, optimistic: bool = False) -> Side:
     """Stages 1 and 2 for one side: shift by the row max, the sum of exponentials, probabilities.
 
@@ -114,7 +119,7 @@ def side(xp: Any, logits: Any, optimistic: bool = False) -> Side:
     if eager_cpu or (isinstance(logits, np.ndarray) and logits.size > 0):
         m = xp.max(logits, axis=-1, keepdims=True)
         span = xp.max(m - xp.min(logits, axis=-1, keepdims=True))  # NaN or inf where a row is not finite
-        edges = not bool(span <= TAME_SPAN - math.log(max(logits.shape[-1], 1)))
+        edges = not bool(span <= tame_limit(logits.shape[-1]))
     elif optimistic:
         m = xp.max(logits, axis=-1, keepdims=True)
         bounds, edges = (m, xp.min(logits, axis=-1, keepdims=True)), False
@@ -184,14 +189,14 @@ def excess(xp: Any, r: Any) -> Any:
     return c * c * h + ((xp.exp(r) - xp.exp(c)) - (r - c))
 
 
-def tame_rows(xp: Any, found: tuple[Any, ...] | None) -> Any:
+def tame_rows(found: tuple[Any, ...] | None) -> Any:
     """(rows,) bool from :func:`bounds`: the rows tame on every side (NaN or infinite bounds are not); None
     when every row is exact."""
     if found is None:
         return None
     mask = None
     for high, low, v in found:
-        tame = (high - low)[..., 0] <= TAME_SPAN - math.log(max(v, 1))
+        tame = (high - low)[..., 0] <= tame_limit(v)
         mask = tame if mask is None else mask & tame
     return mask
 

@@ -91,17 +91,24 @@ def write_llama_file(path, rows, tokens, n_ctx, n_chunk):
             f.write(record.tobytes())
 
 
-def test_llama_cpp_base_files_are_read_with_their_tokens_as_labels(tmp_path):
-    n_ctx, n_chunk, v = 8, 3, 30
+def llama_case(tmp_path, n_ctx, n_chunk, v, spread, noise, seed):
+    """A llama.cpp base file of logits ~ N(0, spread^2) beside an .npy of the other model's (reference + noise),
+    compared: (result, reference logits, other logits, the file's scored tokens)."""
     scored = n_ctx - 1 - n_ctx // 2
-    rng = np.random.default_rng(2)
+    rng = np.random.default_rng(seed)
     tokens = rng.integers(0, v, (n_chunk, n_ctx))
-    a = (3 * rng.normal(size=(n_chunk * scored, v))).astype(np.float32)
-    b = (a + 0.3 * rng.normal(size=a.shape)).astype(np.float32)
+    a = (spread * rng.normal(size=(n_chunk * scored, v))).astype(np.float32)
+    b = (a + noise * rng.normal(size=a.shape)).astype(np.float32)
     write_llama_file(tmp_path / "base.kld", a, tokens, n_ctx, n_chunk)
     np.save(tmp_path / "other.npy", b)
     r = compare_files(tmp_path / "base.kld", tmp_path / "other.npy")
-    labels = tokens[:, n_ctx // 2 + 1:].reshape(-1)
+    return r, a, b, tokens[:, n_ctx // 2 + 1:].reshape(-1)
+
+
+def test_llama_cpp_base_files_are_read_with_their_tokens_as_labels(tmp_path):
+    n_ctx, n_chunk, v = 8, 3, 30
+    scored = n_ctx - 1 - n_ctx // 2
+    r, a, b, labels = llama_case(tmp_path, n_ctx, n_chunk, v, spread=3, noise=0.3, seed=2)
     expected = in_memory(a, b, labels)
     assert r.reference_format == "llama.cpp" and r.n_labelled == n_chunk * scored
     assert r.kld_mean == pytest.approx(expected.kld_mean, rel=1e-3)
@@ -212,15 +219,8 @@ def llama_cpp_kld(path, other, n_ctx, n_chunk):
 
 def test_llama_cpp_files_are_read_with_llama_cpps_semantics_for_the_floor(tmp_path):
     # the issue's case: logits ~ N(0, 5^2) over a large vocabulary, most of it below max - 16
-    n_ctx, n_chunk, v = 8, 4, 32000
-    scored = n_ctx - 1 - n_ctx // 2
-    rng = np.random.default_rng(3)
-    tokens = rng.integers(0, v, (n_chunk, n_ctx))
-    a = (5 * rng.normal(size=(n_chunk * scored, v))).astype(np.float32)
-    b = (a + 0.05 * rng.normal(size=a.shape)).astype(np.float32)
-    write_llama_file(tmp_path / "base.kld", a, tokens, n_ctx, n_chunk)
-    np.save(tmp_path / "other.npy", b)
-    r = compare_files(tmp_path / "base.kld", tmp_path / "other.npy")
+    n_ctx, n_chunk = 8, 4
+    r, a, b, labels = llama_case(tmp_path, n_ctx, n_chunk, 32000, spread=5, noise=0.05, seed=3)
     exact = in_memory(a.astype(np.float64), b.astype(np.float64)).kld_mean
     llama, stored = llama_cpp_kld(tmp_path / "base.kld", b, n_ctx, n_chunk)
     assert llama == pytest.approx(exact, rel=0.01)
@@ -228,6 +228,6 @@ def test_llama_cpp_files_are_read_with_llama_cpps_semantics_for_the_floor(tmp_pa
     # reference is still renormalised over the kept ones, which adds about the skipped mass (2e-4 here, +17 %):
     # llama.cpp's unnormalised sum is not reproduced yet
     assert exact < r.kld_mean < 1.25 * exact
-    labels = tokens[:, n_ctx // 2 + 1:].reshape(-1)  # the scored tokens keep their stored log-probabilities
+    # the scored tokens keep their stored log-probabilities
     nll = -stored[np.arange(len(labels)), labels].astype(np.float64)
     assert r.ppl_reference == pytest.approx(np.exp(nll.mean()), rel=1e-3)  # llama.cpp's perplexity of its file

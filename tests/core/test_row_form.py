@@ -66,14 +66,20 @@ def as_numpy(x):
     return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
-@pytest.mark.parametrize(("measure", "params"), CASES, ids=[f"{m.name}-{p}" for m, p in CASES])
-def test_row_form_equals_the_reference_value_and_vjp_in_float64_at_every_edge(measure, params, backend):
-    a, b = edge_logits(0)
+def on_backend(backend, measure, a, b):
+    """The namespace and the measure's logits (a alone for entropy) on ``backend``."""
     xp = np_xp if backend == "numpy" else torch_xp
     logits = (a,) if measure is ENTROPY else (a, b)
     if backend == "torch":
         logits = tuple(torch.tensor(x) for x in logits)
+    return xp, logits
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize(("measure", "params"), CASES, ids=[f"{m.name}-{p}" for m, p in CASES])
+def test_row_form_equals_the_reference_value_and_vjp_in_float64_at_every_edge(measure, params, backend):
+    a, b = edge_logits(0)
+    xp, logits = on_backend(backend, measure, a, b)
     sides = tuple(range(len(logits)))
     with np.errstate(all="ignore"):
         want_v, want_g = reference(xp, measure, logits, params)
@@ -134,10 +140,7 @@ def _tame_logits(seed: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize(("measure", "params"), CASES, ids=[f"{m.name}-{p}" for m, p in CASES])
 def test_tame_rows_take_the_select_free_formulas_and_equal_the_reference_in_float64(measure, params, backend):
     a, b = _tame_logits(2)
-    xp = np_xp if backend == "numpy" else torch_xp
-    logits = (a,) if measure is ENTROPY else (a, b)
-    if backend == "torch":
-        logits = tuple(torch.tensor(x) for x in logits)
+    xp, logits = on_backend(backend, measure, a, b)
     assert not any(_rows.side(xp, x).edges for x in logits), "these rows are tame"
     sides = tuple(range(len(logits)))
     want_v, want_g = reference(xp, measure, logits, params)

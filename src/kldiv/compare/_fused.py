@@ -124,7 +124,7 @@ def token_rows(
     reference, other = reference.contiguous(), other.contiguous()
     sums, bounds = _compile.call(key, make, reference, other, y)
     values = _finish(sums, reverse, dtype)
-    exact = _rows.tame_rows(xp, bounds)
+    exact = _rows.tame_rows(bounds)
     if exact is not None and not bool(exact.all()):  # rows with an edge: the guarded formulas, eagerly
         again = torch.nonzero(~exact)[:, 0]
         fixed = _finish(make()(reference[again], other[again], y[again] if labelled else y)[0], reverse, dtype)

@@ -111,7 +111,7 @@ def run_dense(
         grad_out=grad_out,
     )
     params = dict(div.params)
-    if not (_triton.wanted(student, params) and _triton.supports(div.measure, params)):
+    if not _triton.wanted(student, div.measure, params):
         return chunks(rows=rows)
     selected, chosen = _triton.run_dense(div.measure, params, div.student_first, student, teacher,
                                          temperature=temperature, rows=rows, grad_scale=grad_scale, grad_out=grad_out)
@@ -195,7 +195,7 @@ def run_chunks(
             pieces, bounds = _compile.call(key, make, *chunks, inv_t, scale, out)
         else:
             pieces, bounds = eager(*chunks, inv_t, scale, out)
-        exact = _rows.tame_rows(xp, bounds)
+        exact = _rows.tame_rows(bounds)
         if exact is not None and not bool(exact.all()):
             where = torch.nonzero(~exact)[:, 0] + lo
             redo.append(where if rows is None else rows[where])

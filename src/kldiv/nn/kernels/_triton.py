@@ -45,8 +45,10 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def wanted(x: torch.Tensor, params: dict) -> bool:
-    """Whether ``x``'s loss runs on the Triton kernel under the configuration (``kernel``)."""
+def wanted(x: torch.Tensor, measure: Any, params: dict) -> bool:
+    """Whether ``x``'s loss runs on the Triton kernel under the configuration (``kernel``): not for float64, nor
+    for a degenerate parameter whose row form is 0 (JS at weight 0 or 1, skew KL at alpha 1), which the eager
+    kernels give at no cost."""
     choice = _config.get_config().kernel
     if choice in ("eager", "compiled"):
         return False
@@ -59,7 +61,7 @@ def wanted(x: torch.Tensor, params: dict) -> bool:
             f"kernel='triton' runs {x.device.type} tensors only through Triton's interpreter: set TRITON_INTERPRET=1 "
             "before Python starts, or use CUDA tensors, or KLDIV_KERNEL=auto"
         )
-    return x.dtype != torch.float64
+    return x.dtype != torch.float64 and _kind(measure, params) is not None
 
 
 @functools.cache
@@ -70,10 +72,14 @@ def _kernel(interpret: bool) -> Any:
     return _triton_rows.dense
 
 
+def _weight(params: dict) -> float:
+    """The kernel's parameter w: JS's weight or skew KL's alpha (0 for the others)."""
+    return float(params.get("weight", params.get("alpha", 0.0)))
+
+
 def _kind(measure: Any, params: dict) -> int | None:
-    """The kernel's measure id (skew KL at alpha 0 is KL); None for a degenerate parameter whose row form is 0
-    (JS at weight 0 or 1, skew KL at alpha 1), which the eager kernels give at no cost."""
-    name, w = measure.name, float(params.get("weight", params.get("alpha", 0.0)))
+    """The kernel's measure id (skew KL at alpha 0 is KL); None where :func:`wanted` declines."""
+    name, w = measure.name, _weight(params)
     if name == SKEW_KL.name and w == 0.0:
         return _IDS[KL.name]
     if (name == JS.name and w in (0.0, 1.0)) or (name == SKEW_KL.name and w == 1.0):
@@ -81,19 +87,14 @@ def _kind(measure: Any, params: dict) -> int | None:
     return _IDS[name]
 
 
-def supports(measure: Any, params: dict) -> bool:
-    return _kind(measure, params) is not None
-
-
 def run_dense(
     measure: Any, params: dict, student_first: bool, student: torch.Tensor, teacher: torch.Tensor, *,
     temperature: float, rows: torch.Tensor | None, grad_scale: Any, grad_out: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The dense kernel on the selected rows of (N, V) logits (``supports`` must hold): (selected row indices,
+    """The dense kernel on the selected rows of (N, V) logits (:func:`wanted` must hold): (selected row indices,
     their values in float32), ``grad_scale`` times the student's gradient written into ``grad_out``'s rows.
     Nothing here waits for the device: the scale is read by the kernel."""
-    kind = _kind(measure, params)
-    w = float(params.get("weight", params.get("alpha", 0.0)))
+    kind, w = _kind(measure, params), _weight(params)
     n, v = student.shape
     device = student.device
     selected = rows if rows is not None else torch.arange(n, device=device)

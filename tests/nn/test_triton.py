@@ -135,3 +135,18 @@ def test_cuda_tensors_take_the_triton_kernel_and_match_the_reference():
         want.sum().backward()
         torch.testing.assert_close(rows.double().cpu(), want.detach(), rtol=2e-5, atol=1e-6)
         torch.testing.assert_close(grad.double().cpu(), x.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("KLDIV_KERNEL", "cuda", "KLDIV_KERNEL must be auto, triton, compiled or eager, got 'cuda'"),
+    ("KLDIV_COMPILE", "sometimes", "KLDIV_COMPILE must be auto, always or never, got 'sometimes'"),
+])
+def test_a_bad_environment_default_is_a_one_line_error_naming_the_variable(monkeypatch, variable, value, message):
+    from kldiv import _config
+
+    monkeypatch.setattr(_config, "_process_default", None)  # the defaults are read again on first use
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=message):
+        kldiv.get_config()
+    monkeypatch.delenv(variable)
+    assert kldiv.get_config().kernel == "auto"

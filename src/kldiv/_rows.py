@@ -201,10 +201,59 @@ def tame_rows(found: tuple[Any, ...] | None) -> Any:
     return mask
 
 
-def evaluate(form: RowForm, xp: Any, logits: tuple[Any, ...], params: dict, grad_sides: tuple[int, ...] = ()):
+def shared_sides(xp: Any, blocks: tuple[Any, ...], across: Any) -> tuple[Side, ...]:
+    """Stages 1 and 2 for sides whose rows are split along the last axis over several processes (a vocabulary
+    sharded over a tensor-parallel group): ``blocks`` are this process's slices.
+
+    ``across`` combines (rows, k) arrays over the processes in place: ``across.max(a)`` and ``across.sum(a)``
+    return the elementwise max and sum, and ``across.width`` is the full row length. Two exchanges serve all the
+    sides together: per row and side the max, minus the min and a NaN flag (max; NaN is carried by the flag, as
+    a max across processes need not propagate it), then the sum of exponentials (sum, in float64). Every process
+    gets the same row constants and the same tameness, so the row forms pick the same formulas everywhere; their
+    sums are then combined with :func:`shared_sums`. A slice may be empty."""
+    stats = []
+    for b in blocks:
+        if b.shape[-1]:
+            stats += [xp.max(b, axis=-1), -xp.min(b, axis=-1), xp.astype(xp.any(xp.isnan(b), axis=-1), b.dtype)]
+        else:  # nothing of these rows here: -inf max, -inf minus min, no NaN (as zeros of b's kind)
+            zero = xp.sum(b, axis=-1)
+            stats += [zero - INF, zero - INF, zero]
+    stats = across.max(xp.stack(stats, axis=-1))
+    shifted, sums, tame = [], [], True
+    for j, b in enumerate(blocks):
+        high, low, nan = stats[:, 3 * j : 3 * j + 1], stats[:, 3 * j + 1 : 3 * j + 2], stats[:, 3 * j + 2 : 3 * j + 3]
+        m = xp.where(nan > 0, xp.full_like(high, math.nan), high)
+        tame = tame and bool(xp.all((m + low) <= tame_limit(across.width)))
+        x = b - m
+        p = xp.exp(x)
+        shifted.append((x, p))
+        sums.append(xp.astype(row_sum(xp, p), wide(xp, b)))
+    z = across.sum(xp.stack(sums, axis=-1))
+    found = []
+    for j, (x, p) in enumerate(shifted):
+        zj = z[:, j : j + 1]
+        p *= xp.astype(1.0 / zj, p.dtype)
+        found.append(Side(x, p, zj, xp.log(zj), not tame, None))
+    return tuple(found)
+
+
+def shared_sums(xp: Any, sums: tuple[Any, ...], across: Any) -> tuple[Any, ...]:
+    """A row form's sums over the slices of :func:`shared_sides`, combined across the processes in float64 (one
+    exchange of len(sums) numbers per row), each returned in its own dtype."""
+    total = across.sum(xp.stack([xp.astype(s, wide(xp, s)) for s in sums], axis=-1))
+    return tuple(xp.astype(total[:, j], s.dtype) for j, s in enumerate(sums))
+
+
+def evaluate(form: RowForm, xp: Any, logits: tuple[Any, ...], params: dict, grad_sides: tuple[int, ...] = (),
+             across: Any = None):
     """Values (rows,) in the wide dtype and the gradients in the logits of ``grad_sides``, for a unit upstream:
-    the three stages on one block of rows, eagerly. (Compiled kernels call the same three functions.)"""
-    sides = tuple(side(xp, x) for x in logits)
-    sums = form.sums(xp, *sides, **params)
+    the three stages on one block of rows, eagerly. (Compiled kernels call the same three functions.) With
+    ``across``, the blocks are slices of rows split over processes (see :func:`shared_sides`)."""
+    if across is None:
+        sides = tuple(side(xp, x) for x in logits)
+        sums = form.sums(xp, *sides, **params)
+    else:
+        sides = shared_sides(xp, logits, across)
+        sums = shared_sums(xp, form.sums(xp, *sides, **params), across)
     value = form.finish(xp, sums, *(s.log_z[..., 0] for s in sides), **params)
     return value, [form.grad(xp, sides, sums, i, **params) for i in grad_sides]

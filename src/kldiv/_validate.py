@@ -359,22 +359,44 @@ def check_same_device(reference: Any, **tensors: Any) -> None:
             )
 
 
-def check_labels(x: Any, batch: tuple[int, ...], what: str = "student_logits") -> Any:
+def check_label_tensor(x: Any, name: str = "labels") -> Any:
+    """An integer tensor of token ids (any shape)."""
     import torch
 
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"labels must be a torch.Tensor of token ids, got {type(x).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(x).__name__}")
     if not _is_integer_tensor(x):
         raise TypeError(
-            f"labels has dtype {x.dtype}; it must be an integer tensor of token ids (ignore_index where masked), "
+            f"{name} has dtype {x.dtype}; it must be an integer tensor of token ids (ignore_index where masked), "
             "e.g. labels.long()"
         )
+    return x
+
+
+def check_labels(x: Any, batch: tuple[int, ...], what: str = "student_logits") -> Any:
+    check_label_tensor(x)
     if tuple(x.shape) != batch:
         raise ValueError(
             f"labels has shape {tuple(x.shape)} but {what} has batch shape {batch} (all axes but the last); "
             "pass one label per position"
         )
     return x
+
+
+def check_process_group(group: Any) -> None:
+    """A torch.distributed process group this process belongs to (the vocabulary-parallel losses, count_items)."""
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError(
+            "process_group was given but torch.distributed is not initialised; call "
+            "torch.distributed.init_process_group first (or pass process_group=None on one device)"
+        )
+    if not isinstance(group, dist.ProcessGroup) or dist.get_rank(group) < 0:
+        raise ValueError(
+            f"process_group must be a torch.distributed process group this process belongs to "
+            f"(e.g. torch.distributed.group.WORLD or a new_group of the tensor-parallel ranks); got {group!r}"
+        )
 
 
 def check_vocab_size(student_v: int, teacher_v: int, vocab_size: Any, teacher_name: str = "teacher_logits") -> int:

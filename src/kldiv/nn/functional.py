@@ -23,6 +23,7 @@ only the gradient is kept, and backward scales it in place by the upstream gradi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ import torch
 
 from .. import _validate
 from ..measures import JS, KL, SKEW_KL, TVD
-from . import _memory
+from . import _memory, _shards
 from ._types import TopK
 from .kernels import Divergence, run_dense, run_topk
 
@@ -105,10 +106,10 @@ class DistillationFunction(torch.autograd.Function):
     """Loss value in forward with the student's gradient computed alongside; backward scales it in place."""
 
     @staticmethod
-    def forward(ctx, student, teacher, indices, logprobs, labels, options, vocab_size, tail, num_items):
+    def forward(ctx, student, teacher, indices, logprobs, labels, options, vocab_size, tail, num_items, shards):
         v_student = student.shape[-1]
         batch = tuple(student.shape[:-1])
-        flat = student.detach().reshape(-1, v_student)
+        flat = student.detach().reshape(math.prod(batch), v_student)  # (N, 0): an empty vocabulary slice
         n = flat.shape[0]
         rows, count = selected_rows(labels, n, options.ignore_index)
         weight = row_weight(options, count, num_items)
@@ -118,15 +119,16 @@ class DistillationFunction(torch.autograd.Function):
             full = vocab_size == v_student and rows is None
             grad = _memory.gradient_buffer(flat, zero=not full)
         grad_view = grad[:, :vocab_size] if grad is not None else None
-        common = dict(temperature=options.temperature, rows=rows, grad_scale=weight, grad_out=grad_view)
+        common = dict(temperature=options.temperature, rows=rows, grad_scale=weight, grad_out=grad_view,
+                      shards=shards)
         if teacher is not None:
-            t = teacher.detach().reshape(-1, teacher.shape[-1])[:, :vocab_size]
+            t = teacher.detach().reshape(n, teacher.shape[-1])[:, :vocab_size]
             values = run_dense(options.divergence, flat[:, :vocab_size], t, **common)
         else:
             k = indices.shape[-1]
             idx = indices.reshape(-1, k).long()
             lp = logprobs.detach().reshape(-1, k)
-            _validate.check_topk_rows(idx, lp, rows, vocab_size, tail)
+            _validate.check_topk_rows(idx, lp, rows, vocab_size if shards is None else shards.width, tail)
             values = run_topk(options.divergence, flat[:, :vocab_size], idx, lp, tail=tail, **common)
         _check_finite(values, rows, batch)
         ctx.grad, ctx.reduction, ctx.shape = grad, options.reduction, student.shape
@@ -144,7 +146,7 @@ class DistillationFunction(torch.autograd.Function):
             grad.mul_(upstream.reshape(-1, 1).to(grad.dtype))
         elif bool(upstream != 1):
             grad.mul_(upstream.to(grad.dtype))
-        return grad.view(ctx.shape), None, None, None, None, None, None, None, None
+        return grad.view(ctx.shape), None, None, None, None, None, None, None, None, None
 
 
 def _check_finite(values: torch.Tensor, rows: torch.Tensor | None, batch: tuple[int, ...]) -> None:
@@ -174,6 +176,7 @@ def distillation_loss(
     num_items_in_batch: int | float | torch.Tensor | None = None,
     vocab_size: int | None = None,
     tail: str | None = None,
+    process_group: Any = None,
 ) -> torch.Tensor:
     """Divergence between a teacher's and a student's next-token distributions, per position, reduced.
 
@@ -201,6 +204,17 @@ def distillation_loss(
       vocab_size: compare only the first ``vocab_size`` entries of both (padded vocabularies); the student's
         other entries get gradient 0. Without it, different last dimensions are an error.
       tail: for a :class:`TopK` teacher, "bucket" (default) or "renormalize"; see :class:`TopK`.
+      process_group: vocabulary parallelism (tensor-parallel LM heads). Each rank of the group passes its
+        contiguous slice of the vocabulary, rank r holding token ids [offset_r, offset_r + V_r) in rank order
+        (slices may differ in size): logits (..., V_r) for student and teacher; labels and ``TopK`` indices are
+        global token ids, the same on every rank. Every rank returns the same loss, equal to the loss over the
+        whole vocabulary, and the gradient of its own slice. Exchanged per row, in three all-reduces per chunk of
+        rows: each side's max, minus min and a NaN flag; each side's sum of exponentials (float64); the
+        divergence's partial sums (float64, 1 to 3 numbers); a ``TopK`` teacher adds the student's k
+        log-probabilities and its tail mass. Nothing of size V travels; one all-gather of each rank's width
+        precedes. ``vocab_size`` then counts the whole vocabulary (padding at its end). Student and teacher
+        given as DTensors sharded on their last dimension over a 1-D mesh need no group: the mesh's is used,
+        and the gradient comes back as a DTensor.
 
     Returns:
       A 0-d tensor ("mean", "sum") or a tensor of the batch shape ("none"); float32 for half-precision inputs.
@@ -211,6 +225,12 @@ def distillation_loss(
       Ko et al. (2024), DistiLLM, eq. 4-5 (skew KL and skew reverse KL).
     """
     options = Options.make(divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction)
+    if isinstance(teacher_logits, TopK):
+        (student_logits,), mesh_group = _shards.unshard(student_logits)
+    else:
+        (student_logits, teacher_logits), mesh_group = _shards.unshard(student_logits, teacher_logits)
+    labels = _shards.whole(labels)
+    process_group = process_group if process_group is not None else mesh_group
     student = _validate.check_float_tensor("student_logits", student_logits)
     batch = tuple(student.shape[:-1])
     if labels is not None:
@@ -222,15 +242,26 @@ def distillation_loss(
         _validate.check_batch_shapes(student, topk.indices, "TopK.indices")
         _validate.check_same_device(student, labels=labels, **{"TopK.indices": topk.indices})
         v_student = student.shape[-1]
-        v = v_student if vocab_size is None else _validate.check_vocab_size(v_student, v_student, vocab_size)
-        _validate.check_topk_size(topk.indices.shape[-1], v)
+        if process_group is not None:
+            shards = _shards.shards_of(process_group, v_student, student.device, vocab_size)
+            v, whole = shards.local, shards.width
+        else:
+            shards = None
+            v = v_student if vocab_size is None else _validate.check_vocab_size(v_student, v_student, vocab_size)
+            whole = v
+        _validate.check_topk_size(topk.indices.shape[-1], whole)
         return DistillationFunction.apply(
-            student, None, topk.indices, topk.logprobs, labels, options, v, mode, num_items
+            student, None, topk.indices, topk.logprobs, labels, options, v, mode, num_items, shards
         )
     if tail is not None:
         _validate.check_choice("tail", tail, _validate.TOPK_TAILS)
     teacher = _validate.check_float_tensor("teacher_logits", teacher_logits)
     _validate.check_batch_shapes(student, teacher, "teacher_logits")
     _validate.check_same_device(student, teacher_logits=teacher, labels=labels)
-    v = _validate.check_vocab_size(student.shape[-1], teacher.shape[-1], vocab_size)
-    return DistillationFunction.apply(student, teacher, None, None, labels, options, v, None, num_items)
+    if process_group is None:
+        v, shards = _validate.check_vocab_size(student.shape[-1], teacher.shape[-1], vocab_size), None
+    else:
+        _validate.check_vocab_size(student.shape[-1], teacher.shape[-1], None)  # one slice: the same on both sides
+        shards = _shards.shards_of(process_group, student.shape[-1], student.device, vocab_size)
+        v = shards.local
+    return DistillationFunction.apply(student, teacher, None, None, labels, options, v, None, num_items, shards)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .. import _validate
+from . import _shards
 from ._types import TopK
 from .functional import Options, row_weight, selected_rows
 from .kernels import run_fused
@@ -18,7 +21,7 @@ class FusedLinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, teacher_hidden, teacher_weight, teacher_bias, teacher_logits,
                 indices, logprobs, labels, config):
-        options, vocab_size, tail, hard_label_weight, num_items, accum_dtype = config
+        options, vocab_size, tail, hard_label_weight, num_items, accum_dtype, shards = config
         n = hidden.shape[0]
         rows, count = selected_rows(labels, n, options.ignore_index)
         soft_scale = row_weight(options, count, num_items)
@@ -53,7 +56,7 @@ class FusedLinearFunction(torch.autograd.Function):
         soft, hard, grads = run_fused(
             options.divergence, h, w, b, teacher, tail=tail, labels=kept_labels, hard_label_weight=hard_label_weight,
             temperature=options.temperature, soft_scale=soft_scale, hard_scale=hard_scale, accum_dtype=accum_dtype,
-            need_grad=need_grad,
+            need_grad=need_grad, shards=shards,
         )
         if bool(torch.isnan(soft).any() | torch.isnan(hard).any()):
             raise ValueError(
@@ -112,6 +115,7 @@ def fused_linear_distillation_loss(
     tail: str | None = None,
     hard_label_weight: float = 0.0,
     accum_dtype: torch.dtype = torch.float32,
+    process_group: Any = None,
 ) -> torch.Tensor:
     """Distillation loss of ``z = student_hidden @ student_weight.T + student_bias`` against a teacher, fused.
 
@@ -137,6 +141,16 @@ def fused_linear_distillation_loss(
       reduction: "mean" or "sum" ("none" is not available: the weight gradient is summed in forward).
       hard_label_weight: weight >= 0 of the cross-entropy on the labels (0: pure distillation).
       accum_dtype: dtype accumulating the weight and bias gradients (float32 or float64).
+      process_group: vocabulary parallelism (a column-parallel LM head). Each rank passes its contiguous slice
+        of the vocabulary, rank r holding token ids [offset_r, offset_r + V_r) in rank order (slices may differ
+        in size): ``student_weight`` (V_r, H), ``student_bias`` (V_r,), ``teacher_weight`` (V_r, H_t) or
+        ``teacher_logits`` (N, V_r), with the hidden states replicated; labels and ``TopK`` indices are global
+        token ids. Every rank returns the same loss, equal to the single-device loss, the gradient of its own
+        weight and bias slices, and the whole gradient of the hidden states (summed over the group once, an
+        (N, H) all-reduce: do not also sum it in backward, as Megatron's copy-to-tensor-parallel region would).
+        Per row, only O(1) numbers are exchanged (see :func:`kldiv.nn.functional.distillation_loss`), including
+        for the vocabulary-parallel cross-entropy of ``hard_label_weight``. Weights given as DTensors sharded on
+        their first dimension over a 1-D mesh need no group.
 
     Returns:
       A 0-d tensor, float32 for half-precision inputs.
@@ -147,6 +161,11 @@ def fused_linear_distillation_loss(
     """
     options = Options.make(divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction)
     _validate.check_fused_reduction(options.reduction)
+    (student_weight, student_bias, teacher_weight, teacher_bias), mesh_group = _shards.unshard(
+        student_weight, student_bias, teacher_weight, teacher_bias, dim=0)
+    (teacher_logits,), logits_group = _shards.unshard(teacher_logits)
+    labels = _shards.whole(labels)
+    process_group = next((g for g in (process_group, mesh_group, logits_group) if g is not None), None)
     hidden = _validate.check_matrix("student_hidden", student_hidden)
     weight = _validate.check_matrix("student_weight", student_weight)
     if torch.is_autocast_enabled(hidden.device.type):
@@ -183,14 +202,21 @@ def fused_linear_distillation_loss(
     else:
         teacher_logits = _validate.check_fused_teacher_logits(teacher_logits, n)
         teacher_v = teacher_logits.shape[1]
-    size = _validate.check_vocab_size(v, teacher_v, vocab_size, "the teacher")
+    if process_group is None:
+        size = whole = _validate.check_vocab_size(v, teacher_v, vocab_size, "the teacher")
+        shards = None
+    else:
+        _validate.check_vocab_size(v, teacher_v, None, "the teacher")  # one slice: the same on both sides
+        shards = _shards.shards_of(process_group, v, hidden.device, vocab_size)
+        size, whole = shards.local, shards.width
     _validate.check_same_device(hidden, student_weight=weight, labels=labels)
     if hard:
-        _validate.check_hard_labels(labels, options.ignore_index, size)
+        _validate.check_hard_labels(labels, options.ignore_index, whole)
     if indices is not None:
+        _validate.check_topk_size(indices.shape[-1], whole)
         rows, _ = selected_rows(labels, n, options.ignore_index)
-        _validate.check_topk_rows(indices.long(), logprobs, rows, size, mode)
-    config = (options, size, mode, hard, num_items, accum_dtype)
+        _validate.check_topk_rows(indices.long(), logprobs, rows, whole, mode)
+    config = (options, size, mode, hard, num_items, accum_dtype, shards)
     return FusedLinearFunction.apply(
         hidden, weight, student_bias, teacher_hidden, teacher_weight, teacher_bias, teacher_logits, indices,
         logprobs, labels, config,
@@ -203,7 +229,7 @@ class FusedLinearDistillationLoss(torch.nn.Module):
 
     Args:
       divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction, vocab_size,
-      tail, hard_label_weight, accum_dtype: see :func:`fused_linear_distillation_loss`.
+      tail, hard_label_weight, accum_dtype, process_group: see :func:`fused_linear_distillation_loss`.
 
     Call:
       ``loss(student_hidden, student_weight, teacher_hidden=None, teacher_weight=None, labels=None, *,
@@ -227,6 +253,7 @@ class FusedLinearDistillationLoss(torch.nn.Module):
         tail: str | None = None,
         hard_label_weight: float = 0.0,
         accum_dtype: torch.dtype = torch.float32,
+        process_group: Any = None,
     ) -> None:
         super().__init__()
         Options.make(divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction)
@@ -237,7 +264,7 @@ class FusedLinearDistillationLoss(torch.nn.Module):
             divergence=divergence, beta=beta, alpha=alpha, temperature=temperature,
             scale_by_temperature_squared=scale_by_temperature_squared, ignore_index=ignore_index,
             reduction=reduction, vocab_size=vocab_size, tail=tail, hard_label_weight=hard_label_weight,
-            accum_dtype=accum_dtype,
+            accum_dtype=accum_dtype, process_group=process_group,
         )
 
     def forward(

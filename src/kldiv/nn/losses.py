@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from . import functional as F
@@ -20,7 +22,8 @@ class DistillationLoss(torch.nn.Module):
 
     Args:
       divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction,
-      vocab_size, tail: see :func:`kldiv.nn.functional.distillation_loss`.
+      vocab_size, tail, process_group: see :func:`kldiv.nn.functional.distillation_loss` (``process_group``:
+      each rank passes its slice of the vocabulary and gets the whole-vocabulary loss).
 
     Call:
       ``loss(student_logits, teacher_logits, labels=None, num_items_in_batch=None)``; returns the loss tensor.
@@ -41,12 +44,14 @@ class DistillationLoss(torch.nn.Module):
         reduction: str = "mean",
         vocab_size: int | None = None,
         tail: str | None = None,
+        process_group: Any = None,
     ) -> None:
         super().__init__()
         F.Options.make(divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction)
         self.divergence, self.beta, self.alpha = divergence, beta, alpha
         self.temperature, self.scale_by_temperature_squared = temperature, scale_by_temperature_squared
         self.ignore_index, self.reduction, self.vocab_size, self.tail = ignore_index, reduction, vocab_size, tail
+        self.process_group = process_group
 
     def forward(
         self,
@@ -69,6 +74,7 @@ class DistillationLoss(torch.nn.Module):
             num_items_in_batch=num_items_in_batch,
             vocab_size=self.vocab_size,
             tail=self.tail,
+            process_group=self.process_group,
         )
 
     def extra_repr(self) -> str:

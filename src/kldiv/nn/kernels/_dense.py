@@ -37,12 +37,16 @@ class Divergence:
     def ordered(self, student: Any, teacher: Any) -> tuple[Any, Any]:
         return (student, teacher) if self.student_first else (teacher, student)
 
-    def reductions(self, student: _rows.Side, teacher: _rows.Side, factor: Any, out: Any) -> tuple[Any, ...]:
+    def reductions(self, student: _rows.Side, teacher: _rows.Side, factor: Any, out: Any,
+                   shards: Any = None) -> tuple[Any, ...]:
         """The row form's sums and both sides' z (in the measure's order); ``factor`` times the student gradient
-        written into ``out`` (None: no gradient)."""
+        written into ``out`` (None: no gradient). With ``shards`` the sides are vocabulary slices and the sums
+        are combined across the group before the gradient uses them."""
         form, params = self.measure.rows, dict(self.params)
         sides = self.ordered(student, teacher)
         sums = form.sums(xp, *sides, **params)
+        if shards is not None:
+            sums = _rows.shared_sums(xp, sums, shards)
         if out is not None:
             grad = form.grad(xp, sides, sums, self.student, **params)
             if torch.compiler.is_compiling():
@@ -71,8 +75,12 @@ def tempered(logits: torch.Tensor, inv_temperature: torch.Tensor) -> torch.Tenso
     return x * inv_temperature
 
 
-def _dense_kernel(div: Divergence):
+def _dense_kernel(div: Divergence, shards: Any = None):
     def kernel(student, teacher, inv_temperature, grad_scale, out):
+        if shards is not None:  # vocabulary slices: row constants and sums combined across the group
+            s, t = _rows.shared_sides(xp, (tempered(student, inv_temperature), tempered(teacher, inv_temperature)),
+                                      shards)
+            return div.reductions(s, t, inv_temperature * grad_scale, out, shards), None
         optimistic = torch.compiler.is_compiling()  # compiled: select-free formulas, row bounds returned
         s = _rows.side(xp, tempered(student, inv_temperature), optimistic)
         t = _rows.side(xp, tempered(teacher, inv_temperature), optimistic)
@@ -90,6 +98,7 @@ def run_dense(
     rows: torch.Tensor | None,
     grad_scale: float | torch.Tensor,
     grad_out: torch.Tensor | None,
+    shards: Any = None,
 ) -> torch.Tensor:
     """Evaluate ``div`` on the selected rows of 2-D ``student``/``teacher`` (N, V), chunk by chunk.
 
@@ -97,21 +106,26 @@ def run_dense(
     ``grad_out`` (N, V) is given, writes ``grad_scale`` times the student gradient of each selected row into it
     (other rows are left as they are). No tensor larger than a chunk is allocated. The Triton kernel runs it
     where the configuration's ``kernel`` says so (see :mod:`kldiv.nn.kernels._triton`).
+
+    With ``shards`` (:class:`kldiv.nn._shards.Shards`) the columns are this rank's vocabulary slice: every rank of
+    the group runs the same chunks (sized by the whole vocabulary) eagerly and gets the same values, and the
+    gradient of its own slice.
     """
     chunks = functools.partial(
         run_chunks,
         ("dense", div, grad_out is not None),
-        lambda: _dense_kernel(div),
+        lambda: _dense_kernel(div, shards),
         div.finish,
         [student, teacher],
-        student.shape[1],
+        student.shape[1] if shards is None else shards.width,
         work_dtype(student.dtype, teacher.dtype),
         temperature=temperature,
         grad_scale=grad_scale,
         grad_out=grad_out,
+        compilable=shards is None,
     )
     params = dict(div.params)
-    if not _triton.wanted(student, div.measure, params):
+    if shards is not None or not _triton.wanted(student, div.measure, params):
         return chunks(rows=rows)
     selected, chosen = _triton.run_dense(div.measure, params, div.student_first, student, teacher,
                                          temperature=temperature, rows=rows, grad_scale=grad_scale, grad_out=grad_out)
@@ -151,7 +165,8 @@ def run_chunks(
     row (:func:`kldiv._rows.side` with ``optimistic``); the rows they mark as not tame (an impossible outcome, a
     NaN, a probability below the float32 normal range) are evaluated again eagerly, where the guarded formulas
     apply, and their values and gradients replaced. ``inputs`` are 2-D
-    with one row per row of the result; ``width`` is the number of columns the kernel reads per row. With
+    with one row per row of the result; ``width`` is the number of columns the kernel reads per row (for
+    vocabulary slices, the whole vocabulary's: every rank of the group must run the same chunks). With
     ``compilable`` the kernel runs compiled where the configuration says compilation pays.
     The gradient is written straight into ``grad_out`` for consecutive rows, and through one chunk-sized buffer
     for selected rows (gathered; their values and gradients are scattered back).

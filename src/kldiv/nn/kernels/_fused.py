@@ -22,11 +22,18 @@ from ._dense import Divergence, run_dense
 from ._topk import run_topk
 
 
-def label_cross_entropy(z: torch.Tensor, labels: torch.Tensor, scale: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def label_cross_entropy(z: torch.Tensor, labels: torch.Tensor, scale: Any,
+                        shards: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row -log softmax(z)[label] and ``scale`` times its gradient in z: the cross-entropy's row form
-    H(P, S) with P the one-hot distribution of the label (logits 0 at the label, -inf elsewhere)."""
-    log_onehot = torch.full_like(z, -math.inf).scatter_(1, labels[:, None], 0.0)
-    value, (g,) = _rows.evaluate(CROSS_ENTROPY.rows, xp, (log_onehot, z), {}, (1,))
+    H(P, S) with P the one-hot distribution of the label (logits 0 at the label, -inf elsewhere). With
+    ``shards``, z is this rank's vocabulary slice (the label's 0 only on the rank that holds it)."""
+    if shards is None:
+        log_onehot = torch.full_like(z, -math.inf).scatter_(1, labels[:, None], 0.0)
+    else:
+        at, held = shards.localise(labels[:, None])
+        spare = torch.full((z.shape[0], z.shape[1] + 1), -math.inf, dtype=z.dtype, device=z.device)
+        log_onehot = spare.scatter_(1, at, 0.0)[:, : z.shape[1]]
+    value, (g,) = _rows.evaluate(CROSS_ENTROPY.rows, xp, (log_onehot, z), {}, (1,), shards)
     return value.to(z.dtype), g * scale
 
 
@@ -45,17 +52,20 @@ def run_fused(
     hard_scale: Any,
     accum_dtype: torch.dtype,
     need_grad: bool,
+    shards: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None]:
     """Returns per-row divergence values, per-row cross-entropies (zeros without ``hard_label_weight``) and,
     if ``need_grad``, (grad_hidden in hidden's dtype, grad_weight and grad_bias in ``accum_dtype``).
 
     ``hidden`` (N, H) holds only the kept rows; ``teacher(lo, hi)`` returns the teacher for rows lo:hi, as
     (rows, V) logits or as an (indices, logprobs) pair (``tail`` then says how the tail is treated).
+    With ``shards``, ``weight`` and ``bias`` are this rank's vocabulary slice: every rank runs the same chunks,
+    and the hidden states' gradient (a sum over the vocabulary) is summed over the group at the end.
     """
     n, v = hidden.shape[0], weight.shape[0]
     work = torch.float64 if torch.float64 in (hidden.dtype, weight.dtype, accum_dtype) else torch.float32
     accum_dtype = torch.promote_types(accum_dtype, weight.dtype)  # never accumulate below the weight's precision
-    step = max(2, _config.get_config().fused_chunk // v)
+    step = max(2, _config.get_config().fused_chunk // (v if shards is None else shards.width))
     device = hidden.device
     soft_values = torch.zeros(n, dtype=work, device=device)
     hard_values = torch.zeros(n, dtype=work, device=device)
@@ -71,14 +81,14 @@ def run_fused(
         h = hidden[lo:hi]
         z = (torch.addmm(bias, h, weight.t()) if bias is not None else h @ weight.t()).to(work)
         g = torch.empty_like(z) if need_grad else None
-        common = dict(temperature=temperature, rows=None, grad_scale=soft_scale, grad_out=g)
+        common = dict(temperature=temperature, rows=None, grad_scale=soft_scale, grad_out=g, shards=shards)
         t = teacher(lo, hi)
         if isinstance(t, tuple):
             soft_values[lo:hi] = run_topk(div, z, t[0], t[1], tail=tail, **common)
         else:
             soft_values[lo:hi] = run_dense(div, z, t.to(work), **common)
         if hard_label_weight:
-            value, g_hard = label_cross_entropy(z, labels[lo:hi], hard_scale * hard_label_weight)
+            value, g_hard = label_cross_entropy(z, labels[lo:hi], hard_scale * hard_label_weight, shards)
             hard_values[lo:hi] = value
             if need_grad:
                 g += g_hard
@@ -89,4 +99,6 @@ def run_fused(
             grad_w.addmm_(g.t().to(accum_dtype), h.to(accum_dtype))
             if grad_b is not None:
                 grad_b += g.sum(0, dtype=accum_dtype)
+    if need_grad and shards is not None:
+        shards.sum(grads[0])
     return soft_values, hard_values, grads

@@ -419,7 +419,9 @@ def check_vocab_size(student_v: int, teacher_v: int, vocab_size: Any, teacher_na
 
 
 def check_num_items(value: Any, reduction: str) -> Any:
-    """``num_items_in_batch``: None, a positive number (float) or a one-element tensor (float64, not synchronised)."""
+    """``num_items_in_batch``: None, or the count of items in the whole batch, a number >= 0 given as a number or
+    a one-element tensor (read once: one device synchronisation). 0 is the count of an all-masked batch, whose
+    loss is then exactly 0 (and an error if this batch keeps any position: see ``check_kept_items``)."""
     import torch
 
     if value is None:
@@ -429,19 +431,29 @@ def check_num_items(value: Any, reduction: str) -> Any:
             f"num_items_in_batch divides the summed loss by a global token count, which only applies with "
             f"reduction='mean'; got reduction={reduction!r}"
         )
+    what = "a count >= 0 (items in the whole batch)"
     if isinstance(value, torch.Tensor):
         if value.numel() != 1 or value.is_complex():
-            raise ValueError(f"num_items_in_batch must be a single positive number, got a tensor of shape {tuple(value.shape)}")
+            raise ValueError(f"num_items_in_batch must be a single number, got a tensor of shape {tuple(value.shape)}")
         if value.dtype == torch.bool:
             raise TypeError(
-                "num_items_in_batch must be a positive number (tokens in the whole batch), got a bool tensor; "
-                "pass the count as an integer tensor, an int or a float"
+                f"num_items_in_batch must be {what}, got a bool tensor; pass the count as an integer tensor, an int "
+                "or a float"
             )
-        return value.reshape(()).to(torch.float64)  # an integer count must not round the weight to float32
-    number = check_number("num_items_in_batch", value, "a positive number (tokens in the whole batch)")
-    if not (math.isfinite(number) and number > 0):
-        raise ValueError(f"num_items_in_batch must be a positive number (tokens in the whole batch), got {_shown(value)}")
+        value = value.detach().reshape(()).to("cpu", torch.float64).item()
+    number = check_number("num_items_in_batch", value, what)
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"num_items_in_batch must be {what}, got {_shown(value)}")
     return number
+
+
+def check_kept_items(num_items: float, kept: int) -> None:
+    """A batch that keeps ``kept`` positions cannot belong to a global batch of 0 items."""
+    if num_items == 0 and kept:
+        raise ValueError(
+            f"num_items_in_batch is 0 but this batch keeps {kept} positions (labels other than ignore_index); "
+            "pass the number of kept items of the whole batch (kldiv.nn.count_items)"
+        )
 
 
 def check_batch_shapes(student: Any, other: Any, other_name: str) -> None:
@@ -491,6 +503,13 @@ def check_topk_size(k: int, vocab_size: int) -> None:
         raise ValueError(f"TopK has k = {k} tokens per position, more than the vocabulary ({vocab_size})")
 
 
+def torch_nonzero_first(mask: Any) -> tuple[int, ...]:
+    """The index of the first True entry of a torch bool tensor (which has one)."""
+    import torch
+
+    return tuple(int(i) for i in torch.nonzero(mask)[0])
+
+
 def check_topk_rows(idx: Any, lp: Any, rows: Any, vocab_size: int, tail: str) -> None:
     """The kept rows of a TopK teacher: token ids inside the vocabulary, and (for "bucket") log-probabilities
     whose probabilities sum to at most 1."""
@@ -503,6 +522,20 @@ def check_topk_rows(idx: Any, lp: Any, rows: Any, vocab_size: int, tail: str) ->
         raise ValueError(
             f"TopK.indices holds token id {low if low < 0 else high}, outside the vocabulary [0, {vocab_size}); "
             "pass token ids of the student's vocabulary (or a larger vocab_size)"
+        )
+    ordered = idx.sort(dim=-1).values
+    repeated = ordered[..., 1:] == ordered[..., :-1]
+    if bool(repeated.any()):
+        row, col = (int(i) for i in torch_nonzero_first(repeated))
+        raise ValueError(
+            f"TopK.indices repeats token id {int(ordered[row, col])} in kept row {row}; the k ids of a position must "
+            "be distinct (as torch.topk returns them)"
+        )
+    high_lp = float(lp.max()) if lp.is_floating_point() else 0.0
+    if high_lp > 1e-3:  # beyond the rounding of a log_softmax's largest entry
+        raise ValueError(
+            f"TopK.logprobs holds {high_lp:.6g} > 0; they must be the teacher's log-probabilities (log_softmax over "
+            "the full vocabulary, then topk), not raw logits"
         )
     if tail == "bucket":
         total = float(lp.float().logsumexp(dim=-1).max().exp())

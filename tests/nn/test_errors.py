@@ -39,9 +39,17 @@ CASES = [
     (lambda: distillation_loss(S.numpy(), T), TypeError, "student_logits must be a torch.Tensor, got ndarray"),
     (lambda: distillation_loss(S, T.long()), TypeError, "teacher_logits has dtype torch.int64; it must be a floating"),
     (lambda: distillation_loss(S[0, 0, 0], T), ValueError, "student_logits is a scalar"),
-    (lambda: distillation_loss(S, T, L, num_items_in_batch=0), ValueError, "num_items_in_batch must be a positive number"),
+    (lambda: distillation_loss(S, T, L, num_items_in_batch=0), ValueError, "num_items_in_batch is 0 but this batch keeps 6"),
+    (lambda: distillation_loss(S, T, L, num_items_in_batch=torch.tensor(0)), ValueError, "is 0 but this batch keeps 6"),
+    (lambda: distillation_loss(S, T, L, num_items_in_batch=-2), ValueError, "must be a count >= 0 .* got -2"),
+    (lambda: distillation_loss(S, T, L, num_items_in_batch=torch.tensor(-2)), ValueError, "must be a count >= 0 .* got -2"),
+    (lambda: distillation_loss(S, T, L, num_items_in_batch=torch.tensor(float("nan"))), ValueError, "got nan"),
+    (lambda: distillation_loss(S, T, L, num_items_in_batch=torch.tensor(True)), TypeError, "got a bool tensor"),
     (lambda: distillation_loss(S, T, L, num_items_in_batch=5, reduction="sum"), ValueError, "only applies with reduction='mean'"),
-    (lambda: distillation_loss(S, T, L, num_items_in_batch=torch.ones(2)), ValueError, "must be a single positive number"),
+    (lambda: distillation_loss(S, T, L, num_items_in_batch=torch.ones(2)), ValueError, "must be a single number"),
+    (lambda: distillation_loss(S, TopK(IDX, LP)), ValueError, "TopK.indices repeats token id 0 in kept row 0"),
+    (lambda: distillation_loss(S, TopK(IDX + torch.tensor([0, 1]), LP + 3.5)), ValueError, "TopK.logprobs holds 0.5 > 0"),
+    (lambda: distillation_loss(S, TopK(IDX + torch.tensor([0, 1]), LP + 3.5), tail="renormalize"), ValueError, "holds 0.5 > 0"),
     (lambda: distillation_loss(S, T, tail="drop"), ValueError, "unknown tail 'drop'"),
     (lambda: TopK(IDX.float(), LP), TypeError, "TopK.indices has dtype torch.float32; it must hold integer token ids"),
     (lambda: TopK(IDX, LP.long()), TypeError, "TopK.logprobs has dtype torch.int64"),
@@ -52,7 +60,7 @@ CASES = [
     (lambda: distillation_loss(S, TopK(IDX[:1], LP[:1])), ValueError, "TopK.indices has shape"),
     (lambda: distillation_loss(S, TopK(IDX + 8, LP)), ValueError, r"token id 8, outside the vocabulary \[0, 8\)"),
     (lambda: distillation_loss(S, TopK(IDX - 1, LP)), ValueError, "token id -1"),
-    (lambda: distillation_loss(S, TopK(IDX, LP + 5)), ValueError, "log-probabilities .* not raw logits"),
+    (lambda: distillation_loss(S, TopK(IDX + torch.tensor([0, 1]), LP + 2.9)), ValueError, "log-probabilities .* not raw logits"),
     (lambda: distillation_loss(S, torch.full_like(T, -float("inf"))), ValueError, r"the loss is NaN at position \(0, 0\)"),
     (lambda: distillation_loss(torch.full_like(S, float("nan")), T), ValueError, "NaN or \\+inf"),
 ]
@@ -63,3 +71,18 @@ def test_bad_input_raises_one_line_error_saying_what_and_how(call, kind, message
     with pytest.raises(kind, match=message) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+def test_an_all_masked_global_batch_with_num_items_zero_has_loss_and_gradient_zero():
+    student = S.clone().requires_grad_()
+    loss = distillation_loss(student, T, torch.full((2, 3), -100), num_items_in_batch=torch.tensor(0))
+    loss.backward()
+    assert float(loss) == 0.0 and bool((student.grad == 0).all())
+
+
+def test_num_items_as_a_tensor_weighs_as_the_same_number():
+    by_tensor = distillation_loss(S, T, L, num_items_in_batch=torch.tensor(7))
+    by_number = distillation_loss(S, T, L, num_items_in_batch=7)
+    summed = distillation_loss(S, T, L, reduction="sum")
+    torch.testing.assert_close(by_tensor, by_number)
+    torch.testing.assert_close(by_tensor, summed / 7)

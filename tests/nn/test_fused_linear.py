@@ -197,3 +197,23 @@ def test_under_autocast_a_float32_head_with_bf16_hidden_states_runs_in_bf16_and_
     torch.testing.assert_close(loss, want)
     torch.testing.assert_close(weight.grad, w.grad)
     torch.testing.assert_close(hidden.grad, h.grad)
+
+
+def test_batch_and_sequence_hidden_states_equal_the_loss_on_materialised_logits():
+    from kldiv.nn import DistillationLoss, FusedLinearDistillationLoss
+
+    g = torch.Generator().manual_seed(3)
+    hidden = torch.randn(2, 3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(11, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    teacher_hidden = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
+    teacher_weight = torch.randn(11, 4, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 11, (2, 3), generator=g)
+    labels[0, 1] = -100
+    loss = FusedLinearDistillationLoss("js")(hidden, weight, teacher_hidden, teacher_weight, labels)
+    loss.backward()
+    h, w = hidden.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
+    ref = DistillationLoss("js")(h @ w.t(), teacher_hidden @ teacher_weight.t(), labels)
+    ref.backward()
+    torch.testing.assert_close(loss, ref, rtol=1e-12, atol=0)
+    torch.testing.assert_close(hidden.grad, h.grad, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(weight.grad, w.grad, rtol=1e-10, atol=1e-14)

@@ -88,9 +88,10 @@ def selected_rows(labels: torch.Tensor | None, n: int, ignore_index: int) -> tup
 
 def row_weight(options: Options, count: int, num_items: Any) -> Any:
     """The weight of each kept row in the reduced loss: factor / count (mean; 0 when nothing is kept),
-    factor / num_items_in_batch, or factor (sum, none)."""
+    factor / num_items_in_batch (0 for an all-masked global batch), or factor (sum, none)."""
     if num_items is not None:
-        return options.factor / num_items
+        _validate.check_kept_items(num_items, count)
+        return options.factor / num_items if num_items else 0.0
     if options.reduction == "mean":
         return options.factor / count if count else 0.0
     return options.factor

@@ -93,6 +93,29 @@ def _full(grad: torch.Tensor, rows: int) -> torch.Tensor:
     return torch.cat([grad, grad.new_zeros((rows - grad.shape[0], *grad.shape[1:]))])
 
 
+def _flatten_positions(hidden, teacher_hidden, teacher_logits, labels):
+    """(B, T, H) hidden states as (B*T, H) rows, and the teacher and labels of the same batch shape likewise."""
+    batch = tuple(hidden.shape[:-1])
+
+    def flat(name, x, trailing=1):
+        if not isinstance(x, torch.Tensor):
+            return x
+        if tuple(x.shape[: x.ndim - trailing]) != batch:
+            raise ValueError(
+                f"student_hidden has batch shape {batch} (all axes but the last) but {name} has shape "
+                f"{tuple(x.shape)}; pass one per position"
+            )
+        return x.reshape(-1, *x.shape[x.ndim - trailing:]) if trailing else x.reshape(-1)
+
+    if isinstance(teacher_logits, TopK):
+        teacher_logits = TopK(flat("TopK.indices", teacher_logits.indices), flat("TopK.logprobs", teacher_logits.logprobs),
+                              teacher_logits.tail)
+    else:
+        teacher_logits = flat("teacher_logits", teacher_logits)
+    return (hidden.reshape(-1, hidden.shape[-1]), flat("teacher_hidden", teacher_hidden), teacher_logits,
+            flat("labels", labels, 0))
+
+
 def fused_linear_distillation_loss(
     student_hidden: torch.Tensor,
     student_weight: torch.Tensor,
@@ -130,7 +153,8 @@ def fused_linear_distillation_loss(
     Peak memory beyond the inputs: the gradients plus about three (chunk, V) float32 buffers.
 
     Args:
-      student_hidden: (N, H_s) hidden states (flatten batch and sequence first).
+      student_hidden: (N, H_s) hidden states, or (B, T, H_s) (then the teacher's hidden states or logits and the
+        labels have the same batch shape (B, T) and are flattened alike).
       student_weight: (V, H_s) LM head; student_bias: optional (V,).
       teacher_hidden, teacher_weight, teacher_bias: (N, H_t), (V_t, H_t), optional (V_t,); no gradient.
       teacher_logits: instead of the teacher's hidden states: (N, V_t) logits or a :class:`TopK`; no gradient.
@@ -166,6 +190,9 @@ def fused_linear_distillation_loss(
     (teacher_logits,), logits_group = _shards.unshard(teacher_logits)
     labels = _shards.whole(labels)
     process_group = next((g for g in (process_group, mesh_group, logits_group) if g is not None), None)
+    if isinstance(student_hidden, torch.Tensor) and student_hidden.ndim > 2:  # (B, T, H): positions flattened
+        student_hidden, teacher_hidden, teacher_logits, labels = _flatten_positions(
+            student_hidden, teacher_hidden, teacher_logits, labels)
     hidden = _validate.check_matrix("student_hidden", student_hidden)
     weight = _validate.check_matrix("student_weight", student_weight)
     if torch.is_autocast_enabled(hidden.device.type):

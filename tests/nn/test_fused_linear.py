@@ -157,7 +157,7 @@ ERRORS = [
     (dict(student_bias=torch.zeros(V + 1)), ValueError, r"student_bias has shape \(14,\); it must be \(13,\)"),
     (dict(teacher_weight=torch.zeros(V + 2, HT)), ValueError, "pass vocab_size=13"),
     (dict(teacher_weight=None), ValueError, "teacher_hidden needs teacher_weight"),
-    (dict(student_hidden=torch.zeros(2, 3, H)), ValueError, "it must be 2-D"),
+    (dict(student_hidden=torch.zeros(H)), ValueError, "it must be 2-D"),
     (dict(labels=torch.zeros(N)), TypeError, "labels has dtype torch.float32"),
     (dict(hard_label_weight=-1.0), ValueError, "hard_label_weight must be a finite number >= 0"),
     (dict(hard_label_weight=1.0, labels=None), ValueError, "hard_label_weight > 0 needs labels"),

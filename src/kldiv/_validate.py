@@ -383,6 +383,34 @@ def check_labels(x: Any, batch: tuple[int, ...], what: str = "student_logits") -
     return x
 
 
+def check_softcap(name: str, value: Any) -> float | None:
+    """A soft-capping value: None (no cap) or a positive finite number."""
+    if value is None:
+        return None
+    number = check_number(name, value, "a positive number or None")
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be a positive finite number (the cap c of c * tanh(x / c)) or None, got {_shown(value)}")
+    return number
+
+
+def check_logit_scale(name: str, value: Any) -> float:
+    """A logit scale: a positive finite number."""
+    number = check_number(name, value, "a positive number")
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be a positive finite number (it multiplies the logits), got {_shown(value)}")
+    return number
+
+
+def check_side_pair(name: str, value: Any, check: Any) -> tuple[Any, Any]:
+    """One value for both sides, or a pair (student, teacher), each checked by ``check(name, v)``."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be one value for both sides or a pair (student, teacher), got {len(value)} values")
+        return check(f"{name}[0] (student)", value[0]), check(f"{name}[1] (teacher)", value[1])
+    one = check(name, value)
+    return one, one
+
+
 def check_process_group(group: Any) -> None:
     """A torch.distributed process group this process belongs to (the vocabulary-parallel losses, count_items)."""
     import torch.distributed as dist

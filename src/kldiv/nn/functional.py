@@ -33,7 +33,7 @@ from .. import _validate
 from ..measures import JS, KL, SKEW_KL, TVD
 from . import _memory, _shards
 from ._types import TopK
-from .kernels import Divergence, run_dense, run_topk
+from .kernels import Divergence, Squash, run_dense, run_topk
 
 __all__ = ["distillation_loss", "TopK"]
 
@@ -64,15 +64,27 @@ class Options:
     factor: float  # temperature ** 2 if scale_by_temperature_squared, else 1
     ignore_index: int
     reduction: str
+    squash: tuple[Squash | None, Squash | None] = (None, None)  # (student's, teacher's) transform of the logits
 
     @classmethod
-    def make(cls, divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction):
+    def make(cls, divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction,
+             softcap=None, logit_scale=1.0):
         div = divergence_of(divergence, beta, alpha)
         t = _validate.check_temperature(temperature)
         _validate.check_flag("scale_by_temperature_squared", scale_by_temperature_squared)
         index = _validate.check_integer("ignore_index", ignore_index)
         reduction = _validate.check_choice("reduction", reduction, _validate.NN_REDUCTIONS)
-        return cls(div, t, t * t if scale_by_temperature_squared else 1.0, index, reduction)
+        return cls(div, t, t * t if scale_by_temperature_squared else 1.0, index, reduction,
+                   squash_of(softcap, logit_scale))
+
+
+def squash_of(softcap: Any, logit_scale: Any) -> tuple[Squash | None, Squash | None]:
+    """The (student's, teacher's) logit transforms of ``softcap`` and ``logit_scale``: each a number for both
+    sides or a pair (student, teacher); None where a side's is the identity (no cap, scale 1)."""
+    caps = _validate.check_side_pair("softcap", softcap, _validate.check_softcap)
+    scales = _validate.check_side_pair("logit_scale", logit_scale, _validate.check_logit_scale)
+    return tuple(None if cap is None and scale == 1.0 else Squash(scale, cap)
+                 for cap, scale in zip(caps, scales, strict=True))
 
 
 def selected_rows(labels: torch.Tensor | None, n: int, ignore_index: int) -> tuple[torch.Tensor | None, int]:
@@ -124,13 +136,14 @@ class DistillationFunction(torch.autograd.Function):
                       shards=shards)
         if teacher is not None:
             t = teacher.detach().reshape(n, teacher.shape[-1])[:, :vocab_size]
-            values = run_dense(options.divergence, flat[:, :vocab_size], t, **common)
+            values = run_dense(options.divergence, flat[:, :vocab_size], t, squash=options.squash, **common)
         else:
             k = indices.shape[-1]
             idx = indices.reshape(-1, k).long()
             lp = logprobs.detach().reshape(-1, k)
             _validate.check_topk_rows(idx, lp, rows, vocab_size if shards is None else shards.width, tail)
-            values = run_topk(options.divergence, flat[:, :vocab_size], idx, lp, tail=tail, **common)
+            values = run_topk(options.divergence, flat[:, :vocab_size], idx, lp, tail=tail, squash=options.squash[0],
+                              **common)
         _check_finite(values, rows, batch)
         ctx.grad, ctx.reduction, ctx.shape = grad, options.reduction, student.shape
         return reduce(values, weight, options.reduction, batch)
@@ -178,6 +191,8 @@ def distillation_loss(
     vocab_size: int | None = None,
     tail: str | None = None,
     process_group: Any = None,
+    softcap: float | tuple[float | None, float | None] | None = None,
+    logit_scale: float | tuple[float, float] = 1.0,
 ) -> torch.Tensor:
     """Divergence between a teacher's and a student's next-token distributions, per position, reduced.
 
@@ -205,6 +220,12 @@ def distillation_loss(
       vocab_size: compare only the first ``vocab_size`` entries of both (padded vocabularies); the student's
         other entries get gradient 0. Without it, different last dimensions are an error.
       tail: for a :class:`TopK` teacher, "bucket" (default) or "renormalize"; see :class:`TopK`.
+      softcap, logit_scale: the model's final transform of its logits, applied before the temperature:
+        ``x -> softcap * tanh(logit_scale * x / softcap)`` (final-logit soft-capping, Gemma 2; without
+        ``softcap``, ``x -> logit_scale * x``, Cohere), with the exact gradient through it. A number applies to
+        both sides, a pair ``(student, teacher)`` to each (None: no cap). Pass the raw logits: models that apply
+        the transform in their forward (Hugging Face's Gemma 2 does) return transformed logits already. A
+        ``TopK`` teacher's log-probabilities are taken as given.
       process_group: vocabulary parallelism (tensor-parallel LM heads). Each rank of the group passes its
         contiguous slice of the vocabulary, rank r holding token ids [offset_r, offset_r + V_r) in rank order
         (slices may differ in size): logits (..., V_r) for student and teacher; labels and ``TopK`` indices are
@@ -225,7 +246,8 @@ def distillation_loss(
       Agarwal et al. (2024), On-Policy Distillation of Language Models (GKD), eq. 1 (generalized JSD);
       Ko et al. (2024), DistiLLM, eq. 4-5 (skew KL and skew reverse KL).
     """
-    options = Options.make(divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction)
+    options = Options.make(divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction,
+                           softcap, logit_scale)
     if isinstance(teacher_logits, TopK):
         (student_logits,), mesh_group = _shards.unshard(student_logits)
     else:

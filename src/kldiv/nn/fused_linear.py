@@ -56,7 +56,7 @@ class FusedLinearFunction(torch.autograd.Function):
         soft, hard, grads = run_fused(
             options.divergence, h, w, b, teacher, tail=tail, labels=kept_labels, hard_label_weight=hard_label_weight,
             temperature=options.temperature, soft_scale=soft_scale, hard_scale=hard_scale, accum_dtype=accum_dtype,
-            need_grad=need_grad, shards=shards,
+            need_grad=need_grad, shards=shards, squash=options.squash,
         )
         if bool(torch.isnan(soft).any() | torch.isnan(hard).any()):
             raise ValueError(
@@ -139,6 +139,8 @@ def fused_linear_distillation_loss(
     hard_label_weight: float = 0.0,
     accum_dtype: torch.dtype = torch.float32,
     process_group: Any = None,
+    softcap: float | tuple[float | None, float | None] | None = None,
+    logit_scale: float | tuple[float, float] = 1.0,
 ) -> torch.Tensor:
     """Distillation loss of ``z = student_hidden @ student_weight.T + student_bias`` against a teacher, fused.
 
@@ -165,6 +167,11 @@ def fused_linear_distillation_loss(
       reduction: "mean" or "sum" ("none" is not available: the weight gradient is summed in forward).
       hard_label_weight: weight >= 0 of the cross-entropy on the labels (0: pure distillation).
       accum_dtype: dtype accumulating the weight and bias gradients (float32 or float64).
+      softcap, logit_scale: the models' final transform of their logits, ``z -> softcap * tanh(logit_scale * z /
+        softcap)`` (Gemma 2's ``final_logit_softcapping``; without ``softcap``, ``z -> logit_scale * z``, Cohere's
+        ``logit_scale``), applied inside each chunk to the student's and the teacher's logits (a number: both; a
+        pair: (student, teacher)) before the temperature and before the cross-entropy, with the exact gradient.
+        Given ``teacher_logits`` are transformed too; a ``TopK`` teacher's log-probabilities are taken as given.
       process_group: vocabulary parallelism (a column-parallel LM head). Each rank passes its contiguous slice
         of the vocabulary, rank r holding token ids [offset_r, offset_r + V_r) in rank order (slices may differ
         in size): ``student_weight`` (V_r, H), ``student_bias`` (V_r,), ``teacher_weight`` (V_r, H_t) or
@@ -183,7 +190,8 @@ def fused_linear_distillation_loss(
       Hinton, Vinyals and Dean (2015); Agarwal et al. (2024), GKD; Ko et al. (2024), DistiLLM;
       Wijmans et al. (2024), Cut Your Losses in Large-Vocabulary Language Models (chunked logits).
     """
-    options = Options.make(divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction)
+    options = Options.make(divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction,
+                           softcap, logit_scale)
     _validate.check_fused_reduction(options.reduction)
     (student_weight, student_bias, teacher_weight, teacher_bias), mesh_group = _shards.unshard(
         student_weight, student_bias, teacher_weight, teacher_bias, dim=0)
@@ -256,7 +264,7 @@ class FusedLinearDistillationLoss(torch.nn.Module):
 
     Args:
       divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction, vocab_size,
-      tail, hard_label_weight, accum_dtype, process_group: see :func:`fused_linear_distillation_loss`.
+      tail, hard_label_weight, accum_dtype, process_group, softcap, logit_scale: see :func:`fused_linear_distillation_loss`.
 
     Call:
       ``loss(student_hidden, student_weight, teacher_hidden=None, teacher_weight=None, labels=None, *,
@@ -281,9 +289,12 @@ class FusedLinearDistillationLoss(torch.nn.Module):
         hard_label_weight: float = 0.0,
         accum_dtype: torch.dtype = torch.float32,
         process_group: Any = None,
+        softcap: float | tuple[float | None, float | None] | None = None,
+        logit_scale: float | tuple[float, float] = 1.0,
     ) -> None:
         super().__init__()
-        Options.make(divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction)
+        Options.make(divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction,
+                     softcap, logit_scale)
         _validate.check_fused_reduction(reduction)
         _validate.check_hard_label_weight(hard_label_weight)
         _validate.check_accum_dtype(accum_dtype)
@@ -291,7 +302,7 @@ class FusedLinearDistillationLoss(torch.nn.Module):
             divergence=divergence, beta=beta, alpha=alpha, temperature=temperature,
             scale_by_temperature_squared=scale_by_temperature_squared, ignore_index=ignore_index,
             reduction=reduction, vocab_size=vocab_size, tail=tail, hard_label_weight=hard_label_weight,
-            accum_dtype=accum_dtype, process_group=process_group,
+            accum_dtype=accum_dtype, process_group=process_group, softcap=softcap, logit_scale=logit_scale,
         )
 
     def forward(

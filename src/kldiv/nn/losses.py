@@ -22,7 +22,7 @@ class DistillationLoss(torch.nn.Module):
 
     Args:
       divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction,
-      vocab_size, tail, process_group: see :func:`kldiv.nn.functional.distillation_loss` (``process_group``:
+      vocab_size, tail, process_group, softcap, logit_scale: see :func:`kldiv.nn.functional.distillation_loss` (``process_group``:
       each rank passes its slice of the vocabulary and gets the whole-vocabulary loss).
 
     Call:
@@ -45,9 +45,13 @@ class DistillationLoss(torch.nn.Module):
         vocab_size: int | None = None,
         tail: str | None = None,
         process_group: Any = None,
+        softcap: float | tuple[float | None, float | None] | None = None,
+        logit_scale: float | tuple[float, float] = 1.0,
     ) -> None:
         super().__init__()
-        F.Options.make(divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction)
+        F.Options.make(divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction,
+                       softcap, logit_scale)
+        self.softcap, self.logit_scale = softcap, logit_scale
         self.divergence, self.beta, self.alpha = divergence, beta, alpha
         self.temperature, self.scale_by_temperature_squared = temperature, scale_by_temperature_squared
         self.ignore_index, self.reduction, self.vocab_size, self.tail = ignore_index, reduction, vocab_size, tail
@@ -75,6 +79,8 @@ class DistillationLoss(torch.nn.Module):
             vocab_size=self.vocab_size,
             tail=self.tail,
             process_group=self.process_group,
+            softcap=self.softcap,
+            logit_scale=self.logit_scale,
         )
 
     def extra_repr(self) -> str:

@@ -66,25 +66,54 @@ def work_dtype(*dtypes: torch.dtype) -> torch.dtype:
     return torch.float64 if torch.float64 in dtypes else torch.float32
 
 
-def tempered(logits: torch.Tensor, inv_temperature: torch.Tensor) -> torch.Tensor:
-    """``logits`` in the work dtype (``inv_temperature``'s) divided by the temperature; eagerly, temperature 1
-    costs no pass over the logits."""
-    x = logits.to(inv_temperature.dtype)
+@dataclass(frozen=True)
+class Squash:
+    """A model's final transform of its logits, applied before temperature: ``cap * tanh(scale * x / cap)``
+    (final-logit soft-capping, Gemma 2) or, without a cap, ``scale * x`` (a logit scale, Cohere)."""
+
+    scale: float = 1.0
+    cap: float | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cap is None:
+            return x * self.scale
+        return torch.tanh(x * (self.scale / self.cap)) * self.cap
+
+    def chain(self, grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``grad`` (in the transformed logits) times the transform's slope at ``x``, in place: the gradient in
+        the raw logits. The slope ``scale / cosh(u)**2`` with ``u = scale * x / cap`` is taken from x itself
+        (``1 - tanh(u)**2`` cancels where tanh is near 1); it is 0 where cosh overflows."""
+        if self.cap is None:
+            return grad.mul_(self.scale)
+        return grad.mul_(self.scale / torch.cosh(x * (self.scale / self.cap)).square())
+
+
+def squashed(squash: Squash | None, x: torch.Tensor) -> torch.Tensor:
+    return x if squash is None else squash(x)
+
+
+def tempered(logits: torch.Tensor, inv_temperature: torch.Tensor, squash: Squash | None = None) -> torch.Tensor:
+    """``logits`` in the work dtype (``inv_temperature``'s), transformed by ``squash`` and divided by the
+    temperature; eagerly, temperature 1 without a transform costs no pass over the logits."""
+    x = squashed(squash, logits.to(inv_temperature.dtype))
     if not torch.compiler.is_compiling() and bool(inv_temperature == 1):
         return x
     return x * inv_temperature
 
 
-def _dense_kernel(div: Divergence, shards: Any = None):
+def _dense_kernel(div: Divergence, shards: Any = None, squash: tuple[Squash | None, Squash | None] = (None, None)):
     def kernel(student, teacher, inv_temperature, grad_scale, out):
+        y_s, y_t = tempered(student, inv_temperature, squash[0]), tempered(teacher, inv_temperature, squash[1])
         if shards is not None:  # vocabulary slices: row constants and sums combined across the group
-            s, t = _rows.shared_sides(xp, (tempered(student, inv_temperature), tempered(teacher, inv_temperature)),
-                                      shards)
-            return div.reductions(s, t, inv_temperature * grad_scale, out, shards), None
-        optimistic = torch.compiler.is_compiling()  # compiled: select-free formulas, row bounds returned
-        s = _rows.side(xp, tempered(student, inv_temperature), optimistic)
-        t = _rows.side(xp, tempered(teacher, inv_temperature), optimistic)
-        return div.reductions(s, t, inv_temperature * grad_scale, out), _rows.bounds(s, t)
+            s, t = _rows.shared_sides(xp, (y_s, y_t), shards)
+            found = div.reductions(s, t, inv_temperature * grad_scale, out, shards), None
+        else:
+            optimistic = torch.compiler.is_compiling()  # compiled: select-free formulas, row bounds returned
+            s, t = _rows.side(xp, y_s, optimistic), _rows.side(xp, y_t, optimistic)
+            found = div.reductions(s, t, inv_temperature * grad_scale, out), _rows.bounds(s, t)
+        if out is not None and squash[0] is not None:
+            squash[0].chain(out, student.to(inv_temperature.dtype))
+        return found
 
     return kernel
 
@@ -99,6 +128,7 @@ def run_dense(
     grad_scale: float | torch.Tensor,
     grad_out: torch.Tensor | None,
     shards: Any = None,
+    squash: tuple[Squash | None, Squash | None] = (None, None),
 ) -> torch.Tensor:
     """Evaluate ``div`` on the selected rows of 2-D ``student``/``teacher`` (N, V), chunk by chunk.
 
@@ -109,12 +139,13 @@ def run_dense(
 
     With ``shards`` (:class:`kldiv.nn._shards.Shards`) the columns are this rank's vocabulary slice: every rank of
     the group runs the same chunks (sized by the whole vocabulary) eagerly and gets the same values, and the
-    gradient of its own slice.
+    gradient of its own slice. ``squash`` transforms (student's, teacher's) logits first (:class:`Squash`);
+    the gradient is in the raw logits.
     """
     chunks = functools.partial(
         run_chunks,
-        ("dense", div, grad_out is not None),
-        lambda: _dense_kernel(div, shards),
+        ("dense", div, grad_out is not None, squash),
+        lambda: _dense_kernel(div, shards, squash),
         div.finish,
         [student, teacher],
         student.shape[1] if shards is None else shards.width,
@@ -125,7 +156,7 @@ def run_dense(
         compilable=shards is None,
     )
     params = dict(div.params)
-    if shards is not None or not _triton.wanted(student, div.measure, params):
+    if shards is not None or squash != (None, None) or not _triton.wanted(student, div.measure, params):
         return chunks(rows=rows)
     selected, chosen = _triton.run_dense(div.measure, params, div.student_first, student, teacher,
                                          temperature=temperature, rows=rows, grad_scale=grad_scale, grad_out=grad_out)

@@ -18,7 +18,7 @@ import torch
 
 from ... import _config, _rows
 from ...measures import CROSS_ENTROPY
-from ._dense import Divergence, run_dense
+from ._dense import Divergence, Squash, run_dense, squashed
 from ._topk import run_topk
 
 
@@ -53,6 +53,7 @@ def run_fused(
     accum_dtype: torch.dtype,
     need_grad: bool,
     shards: Any = None,
+    squash: tuple[Squash | None, Squash | None] = (None, None),
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None]:
     """Returns per-row divergence values, per-row cross-entropies (zeros without ``hard_label_weight``) and,
     if ``need_grad``, (grad_hidden in hidden's dtype, grad_weight and grad_bias in ``accum_dtype``).
@@ -61,6 +62,8 @@ def run_fused(
     (rows, V) logits or as an (indices, logprobs) pair (``tail`` then says how the tail is treated).
     With ``shards``, ``weight`` and ``bias`` are this rank's vocabulary slice: every rank runs the same chunks,
     and the hidden states' gradient (a sum over the vocabulary) is summed over the group at the end.
+    ``squash`` transforms (student's, teacher's) logits of each chunk first (the divergence and the
+    cross-entropy see the transformed logits; a top-k teacher is taken as given).
     """
     n, v = hidden.shape[0], weight.shape[0]
     work = torch.float64 if torch.float64 in (hidden.dtype, weight.dtype, accum_dtype) else torch.float32
@@ -79,20 +82,23 @@ def run_fused(
     for lo in range(0, n, step):
         hi = min(lo + step, n)
         h = hidden[lo:hi]
-        z = (torch.addmm(bias, h, weight.t()) if bias is not None else h @ weight.t()).to(work)
+        raw = (torch.addmm(bias, h, weight.t()) if bias is not None else h @ weight.t()).to(work)
+        z = squashed(squash[0], raw)
         g = torch.empty_like(z) if need_grad else None
         common = dict(temperature=temperature, rows=None, grad_scale=soft_scale, grad_out=g, shards=shards)
         t = teacher(lo, hi)
         if isinstance(t, tuple):
             soft_values[lo:hi] = run_topk(div, z, t[0], t[1], tail=tail, **common)
         else:
-            soft_values[lo:hi] = run_dense(div, z, t.to(work), **common)
+            soft_values[lo:hi] = run_dense(div, z, squashed(squash[1], t.to(work)), **common)
         if hard_label_weight:
             value, g_hard = label_cross_entropy(z, labels[lo:hi], hard_scale * hard_label_weight, shards)
             hard_values[lo:hi] = value
             if need_grad:
                 g += g_hard
-        del z
+        if need_grad and squash[0] is not None:
+            squash[0].chain(g, raw)
+        del z, raw
         if need_grad:
             grad_h, grad_w, grad_b = grads
             grad_h[lo:hi] = g.to(weight.dtype) @ weight

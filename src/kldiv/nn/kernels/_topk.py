@@ -20,7 +20,7 @@ import torch
 
 from ... import _config, _rows
 from . import _triton
-from ._dense import Divergence, run_chunks, work_dtype
+from ._dense import Divergence, Squash, run_chunks, squashed, work_dtype
 
 
 class _Positions:
@@ -90,12 +90,13 @@ def spread(g: torch.Tensor, x: torch.Tensor, indices: torch.Tensor, tail: Any, s
     return grad
 
 
-def _topk_kernel(div: Divergence, bucket: bool, shards: Any = None):
+def _topk_kernel(div: Divergence, bucket: bool, shards: Any = None, squash: Squash | None = None):
     def kernel(student, indices, logprobs, inv_temperature, grad_scale, out):
         """The row form's reductions over the k (+1) outcomes; the student gradient scattered into ``out``.
         On a vocabulary slice the outcomes are the same on every rank, so their row form runs unshared."""
         dtype = inv_temperature.dtype
-        x = student.to(dtype)
+        raw = student.to(dtype)
+        x = squashed(squash, raw)
         s_logits, t_logits, tail = outcomes(x, indices, logprobs.to(dtype), bucket, shards)
         optimistic = torch.compiler.is_compiling()  # see run_chunks: rows not tame are evaluated again eagerly
         s = _rows.side(xp, s_logits * inv_temperature, optimistic)
@@ -104,6 +105,8 @@ def _topk_kernel(div: Divergence, bucket: bool, shards: Any = None):
         pieces = div.reductions(s, t, inv_temperature * grad_scale, g)  # g: d value / d s_logits; rows sum to 0
         if out is not None:
             out.copy_(spread(g, x, indices, tail, shards))
+            if squash is not None:
+                squash.chain(out, raw)
         return pieces, _rows.bounds(s, t)
 
     return kernel
@@ -121,16 +124,18 @@ def run_topk(
     grad_scale: float | torch.Tensor,
     grad_out: torch.Tensor | None,
     shards: Any = None,
+    squash: Squash | None = None,
 ) -> torch.Tensor:
     """Like :func:`run_dense`, with the teacher given as (N, k) ``indices`` (int64) and ``logprobs``. On the
     Triton path the k (+1) outcomes of a chunk of rows are formed eagerly and the dense Triton kernel runs on them.
-    With ``shards``, ``student`` is this rank's vocabulary slice and ``indices`` are global token ids."""
+    With ``shards``, ``student`` is this rank's vocabulary slice and ``indices`` are global token ids.
+    ``squash`` transforms the student's logits first (the teacher's log-probabilities are taken as given)."""
     bucket = tail == "bucket"
     dtype = work_dtype(student.dtype, logprobs.dtype)
     chunks = functools.partial(
         run_chunks,
-        ("topk", div, bucket, grad_out is not None),
-        lambda: _topk_kernel(div, bucket, shards),
+        ("topk", div, bucket, grad_out is not None, squash),
+        lambda: _topk_kernel(div, bucket, shards, squash),
         div.finish,
         [student, indices, logprobs],
         student.shape[1] if shards is None else shards.width,
@@ -141,7 +146,7 @@ def run_topk(
         compilable=shards is None,
     )
     params = dict(div.params)
-    if shards is not None or not _triton.wanted(student, div.measure, params):
+    if shards is not None or squash is not None or not _triton.wanted(student, div.measure, params):
         return chunks(rows=rows)
     n, v = student.shape
     values = torch.zeros(n, dtype=dtype, device=student.device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -203,13 +204,19 @@ def fused_linear_distillation_loss(
             student_hidden, teacher_hidden, teacher_logits, labels)
     hidden = _validate.check_matrix("student_hidden", student_hidden)
     weight = _validate.check_matrix("student_weight", student_weight)
+    heads = (hidden, weight, student_bias, teacher_hidden, teacher_weight, teacher_bias)
+    floating = [x for x in heads if isinstance(x, torch.Tensor) and x.is_floating_point()]
+    cast = None
     if torch.is_autocast_enabled(hidden.device.type):
         # as nn.Linear under autocast: the heads' matmuls in the autocast dtype, whatever the parameters' dtype
-        # (a float32 LM head with bf16 hidden states); gradients flow back to each tensor in its own dtype
+        # (a float32 LM head with bf16 hidden states)
         cast = torch.get_autocast_dtype(hidden.device.type)
+    elif len({x.dtype for x in floating}) > 1:
+        # mixed dtypes without autocast (bf16 hidden states, a float32 head): the matmuls in the widest of them
+        cast = functools.reduce(torch.promote_types, (x.dtype for x in floating))
+    if cast is not None:  # gradients flow back to each tensor in its own dtype
         hidden, weight, student_bias, teacher_hidden, teacher_weight, teacher_bias = (
-            x.to(cast) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
-            for x in (hidden, weight, student_bias, teacher_hidden, teacher_weight, teacher_bias)
+            x.to(cast) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in heads
         )
     _validate.check_lm_head(hidden, weight)
     n, v = hidden.shape[0], weight.shape[0]

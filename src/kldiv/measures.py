@@ -44,11 +44,42 @@ def _sum(xp: Any, x: Any) -> Any:
 _non_negative = _rows.non_negative
 
 
-def _log_mix(xp: Any, r: Any, w: float) -> Any:
-    """``log(w + (1 - w) e^r)``, the log of a mixture's ratio m / p with r = log(q / p) and m = w p + (1 - w) q,
-    without cancellation near r = 0 and without overflow for large r: ``log1p((1 - w) expm1(r))`` for r <= 0 and
-    ``r + log1p(w expm1(-r))`` for r > 0 (equal on paper). r = -inf gives log w, r = +inf gives +inf."""
-    return xp.where(r > 0, r + xp.log1p(w * xp.expm1(-r)), xp.log1p((1 - w) * xp.expm1(r)))
+def _log_mix(xp: Any, r: Any, w: float, rest: float | None = None) -> Any:
+    """``log(w + rest e^r)`` (rest = 1 - w unless given: pass it where 1 - w would round away the weight's
+    digits), the log of a mixture's ratio m / p with r = log(q / p) and m = w p + rest q, with no cancellation:
+    ``log1p(rest expm1(r))`` for -1 <= r <= 30, a log-sum of two positives below (1 + rest expm1(r) cancels to 0
+    where w and e^r are below the rounding of 1), and ``r + log(rest + w e^-r)`` above (no overflow of e^r).
+    r = -inf gives log w, r = +inf gives +inf."""
+    rest = 1 - w if rest is None else rest
+    low = xp.logaddexp(xp.zeros_like(r) + math.log(w), math.log(rest) + r)
+    high = r + xp.log(rest + w * xp.exp(-xp.where(r > 30, r, 30.0)))
+    middle = xp.log1p(rest * xp.expm1(xp.clip(r, min=-1.0, max=30.0)))
+    return xp.where(r > 30, high, xp.where(r < -1, low, middle))
+
+
+def _mix_terms(xp: Any, A: Canon, B: Canon, w: float, rest: float | None = None) -> tuple[Any, Any, Any]:
+    """For probabilities with M = w A + (1 - w) B, per entry: the terms of KL(A || M), ``log(m / a)`` and m.
+
+    The terms are ``a (y - log1p(y))`` with y = m / a - 1 = (1 - w)(b - a) / a, each >= 0 and summing to
+    KL(A || M) because sum m = sum a ((1 - w) b where a = 0); ``log(m / a)`` is ``log1p(y)`` for -1/2 <= y <= 1
+    (where ``log m - log a`` would cancel: m close to a, as for a weight near 0 or 1 or near-identical sides) and
+    ``log m - log a`` beyond, with m = w a + (1 - w) b summed directly (1 + y rounds to 0 where m is below the
+    rounding of a); finite but meaningless where a = 0. ``rest`` is 1 - w (see :func:`_log_mix`)."""
+    rest = 1 - w if rest is None else rest
+    d = rest * (B.p - A.p)  # m - a
+    m = w * A.p + rest * B.p
+    zero = A.p == 0
+    y = d / xp.where(zero, 1.0, A.p)
+    far = (y > 1) | (y < -0.5)
+    log_ratio = xp.where(far, xp.log(m) - xp.where(zero, 0.0, A.lp), xp.log1p(xp.where(far, 0.0, y)))
+    term = xp.where(zero, d, xp.where(far, d - A.p * log_ratio, A.p * _excess(xp, y)))
+    return term, log_ratio, m
+
+
+def _log_ratio_limit(xp: Any, A: Canon, log_ratio: Any, m: Any, w: float) -> Any:
+    """d/da of KL(A || M)'s leading term, log(a / m): -log(m / a) where a > 0, -inf where a = 0 < m, and the
+    limit -log(w) where a = b = 0."""
+    return xp.where(A.p > 0, -log_ratio, xp.where(m > 0, -INF, -math.log(w)))
 
 
 def _zero_where_impossible(xp: Any, S: _rows.Side, term: Any) -> Any:
@@ -159,8 +190,8 @@ def _kl_vjp(xp, P: Canon, Q: Canon, value, logits: bool) -> tuple[Any, Any]:
 
 
 def _excess(xp, y: Any) -> Any:
-    """``y - log1p(y)`` for y >= -1: non-negative, ~y^2 / 2 for small y."""
-    return y - xp.log1p(y)
+    """``y - log1p(y)`` for y >= -1: non-negative, ~y^2 / 2 for small y (from its series there)."""
+    return _rows.log1p_excess(xp, y)
 
 
 
@@ -221,29 +252,35 @@ def _mixture(xp, P: Canon, Q: Canon, weight: float) -> tuple[Any, Any]:
 def _js_value(xp, P: Canon, Q: Canon, *, weight: float) -> Any:
     if weight in (0.0, 1.0):  # M equals one side and the other side has weight 0
         return xp.zeros_like(P.p[..., 0])
-    _, lm = _mixture(xp, P, Q, weight)
-    return _non_negative(xp, weight * _sum(xp, _plogr(xp, P, P.lp - lm)) + (1 - weight) * _sum(xp, _plogr(xp, Q, Q.lp - lm)))
+    # w KL(P || M) + (1 - w) KL(Q || M), each from non-negative terms (see _mix_terms)
+    h_p, h_q = _mix_terms(xp, P, Q, weight, 1 - weight)[0], _mix_terms(xp, Q, P, 1 - weight, weight)[0]
+    return _non_negative(xp, weight * _sum(xp, h_p) + (1 - weight) * _sum(xp, h_q))
 
 
 def _js_vjp(xp, P: Canon, Q: Canon, value, logits: bool, *, weight: float) -> tuple[Any, Any]:
     if weight in (0.0, 1.0):
         return xp.zeros_like(P.p), xp.zeros_like(Q.p)
-    m, lm = _mixture(xp, P, Q, weight)
-    if logits:
-        return weight * _plogr(xp, P, P.lp - lm), (1 - weight) * _plogr(xp, Q, Q.lp - lm)
+    (_, l_p, m), (_, l_q, _) = _mix_terms(xp, P, Q, weight, 1 - weight), _mix_terms(xp, Q, P, 1 - weight, weight)
+    if logits:  # w p log(p / m), (1 - w) q log(q / m); 0 where the probability is
+        return -weight * (P.p * l_p), -(1 - weight) * (Q.p * l_q)
     # d/dp_i = w log(p_i / m_i); where p_i = q_i = 0 the limit is w log(1 / w)
-    return (
-        weight * xp.where(m > 0, P.lp - lm, -math.log(weight)),
-        (1 - weight) * xp.where(m > 0, Q.lp - lm, -math.log(1 - weight)),
-    )
+    return weight * _log_ratio_limit(xp, P, l_p, m, weight), (1 - weight) * _log_ratio_limit(xp, Q, l_q, m, 1 - weight)
 
 
 def _js_terms(xp, P: _rows.Side, Q: _rows.Side, weight: float) -> tuple[Any, Any]:
     """p log(p / m) and q log(q / m) per entry, from r = log(q / p) (see :func:`_log_mix`)."""
     r = _rows.log_ratio(xp, P, Q)
-    h_p = _zero_where_impossible(xp, P, -P.p * _log_mix(xp, r, weight))
-    h_q = _zero_where_impossible(xp, Q, -Q.p * _log_mix(xp, -r, 1 - weight))
+    h_p = _zero_where_impossible(xp, P, -P.p * _log_mix(xp, r, weight, 1 - weight))
+    h_q = _zero_where_impossible(xp, Q, -Q.p * _log_mix(xp, -r, 1 - weight, weight))
     return h_p, h_q
+
+
+def _js_guarded_sums(xp, P: _rows.Side, Q: _rows.Side, weight: float) -> tuple[Any, Any]:
+    """KL(P || M) and KL(Q || M) on sides with edges, from the skew KL's non-negative terms (KL(P || M) is
+    skew_kl(P, Q; w), KL(Q || M) is skew_kl(Q, P; 1 - w)): no cancellation, so a weight near 0 or 1 keeps the
+    value's relative precision."""
+    return (_rows.row_sum(xp, _skew_terms(xp, P, Q, weight, 1 - weight)[0]),
+            _rows.row_sum(xp, _skew_terms(xp, Q, P, 1 - weight, weight)[0]))
 
 
 def _js_tame_ratios(xp, P: _rows.Side, Q: _rows.Side, weight: float) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
@@ -262,8 +299,7 @@ def _js_sums(xp, P: _rows.Side, Q: _rows.Side, *, weight: float) -> tuple[Any, A
         # KL(P || M) = sum p (y - log1p(y)) with y = m / p - 1 (sum m = sum p): terms >= 0, no cancellation
         (y_p, l_p), (y_q, l_q) = _js_tame_ratios(xp, P, Q, weight)
         return _rows.row_sum(xp, P.p * (y_p - l_p)), _rows.row_sum(xp, Q.p * (y_q - l_q))
-    h_p, h_q = _js_terms(xp, P, Q, weight)
-    return _rows.row_sum(xp, h_p), _rows.row_sum(xp, h_q)  # KL(P || M), KL(Q || M)
+    return _js_guarded_sums(xp, P, Q, weight)  # KL(P || M), KL(Q || M)
 
 
 def _js_finish(xp, sums, log_z_p, log_z_q, *, weight: float) -> Any:
@@ -290,34 +326,45 @@ JS = Measure("js", _js_value, _js_vjp, _rows.RowForm(_js_sums, _js_finish, _js_g
 
 
 def _skew_kl_value(xp, P: Canon, Q: Canon, *, alpha: float) -> Any:
-    _, lm = _mixture(xp, P, Q, alpha)
-    return _non_negative(xp, _sum(xp, _plogr(xp, P, P.lp - lm)))
+    if alpha == 0:
+        return _kl_value(xp, P, Q)
+    # the non-negative terms (see _mix_terms) sum to KL(P || M) + (1 - alpha)(sum q - sum p): the correction,
+    # 0 on the simplex, is taken from the inputs' sums in the wide dtype, so the value is sum p log(p / m) for
+    # any input (validate=False) and its gradient the one below
+    wide = _rows.wide(xp, P.p)
+    drift = xp.sum(Q.p, axis=-1, dtype=wide) - xp.sum(P.p, axis=-1, dtype=wide)
+    value = xp.sum(_mix_terms(xp, P, Q, alpha)[0], axis=-1, dtype=wide) - (1 - alpha) * drift
+    return _non_negative(xp, xp.astype(value, P.p.dtype))
 
 
 def _skew_kl_vjp(xp, P: Canon, Q: Canon, value, logits: bool, *, alpha: float) -> tuple[Any, Any]:
     if alpha == 0:
         return _kl_vjp(xp, P, Q, value, logits)
-    m, lm = _mixture(xp, P, Q, alpha)
-    p_over_m = _ratio(xp, P, Canon(m, lm))  # finite: m >= alpha p > 0 wherever p > 0
+    _, l_p, m = _mix_terms(xp, P, Q, alpha)
+    p_over_m = xp.where(P.p > 0, xp.exp(-l_p), 0.0)  # finite: m >= alpha p > 0 wherever p > 0
     if logits:
-        return _plogr(xp, P, P.lp - lm) - alpha * P.p * p_over_m, -(1 - alpha) * Q.p * p_over_m
+        return -(P.p * l_p) - alpha * P.p * p_over_m, -(1 - alpha) * Q.p * p_over_m
     # d/dp_i = log(p_i / m_i) + 1 - alpha p_i / m_i; where p_i = q_i = 0 the log term's limit is -log(alpha)
-    return xp.where(m > 0, P.lp - lm, -math.log(alpha)) + 1 - alpha * p_over_m, -(1 - alpha) * p_over_m
+    return _log_ratio_limit(xp, P, l_p, m, alpha) + 1 - alpha * p_over_m, -(1 - alpha) * p_over_m
 
 
-def _skew_terms(xp, P: _rows.Side, Q: _rows.Side, alpha: float) -> tuple[Any, Any, Any]:
+def _skew_terms(xp, P: _rows.Side, Q: _rows.Side, alpha: float, rest: float | None = None) -> tuple[Any, Any, Any]:
     """Per entry: the value's terms p (m / p - 1 - log(m / p)) (>= 0, summing to KL(P || M) because sum m = 1,
-    without cancellation, as KL's; (1 - alpha) q where p = 0), p log(p / m) and p / m (0 where p is;
-    m = alpha p + (1 - alpha) q)."""
+    without cancellation, as KL's; rest q where p = 0), p log(p / m) and p / m (0 where p is; m = alpha p +
+    rest q, rest = 1 - alpha unless given: see :func:`_log_mix`)."""
+    rest = 1 - alpha if rest is None else rest
     r = _rows.log_ratio(xp, P, Q)
-    y = (1 - alpha) * xp.expm1(r)  # m / p - 1
+    y = rest * xp.expm1(r)  # m / p - 1
     if not (P.edges or Q.edges):  # tame: y is finite, and p a normal float
         log_m_over_p = xp.log1p(y)
-        return P.p * (y - log_m_over_p), -P.p * log_m_over_p, xp.exp(-log_m_over_p)
-    log_m_over_p = _log_mix(xp, r, alpha)
-    term = xp.where(r > 1, (1 - alpha) * (Q.p - P.p) - P.p * log_m_over_p, P.p * _excess(xp, y))
+        return P.p * _excess(xp, y), -P.p * log_m_over_p, xp.exp(-log_m_over_p)
+    log_m_over_p = _log_mix(xp, r, alpha, rest)
+    # y > 1 (or overflowing) and y < -1/2 (where 1 + y rounds to 0 for m below the rounding of p): m - p - p log(m
+    # / p) directly, with log(m / p) from _log_mix, where y - log1p(y) >= 0.19 |y| cannot cancel
+    far = (y > 1) | (y < -0.5)
+    term = xp.where(far, rest * (Q.p - P.p) - P.p * log_m_over_p, P.p * _excess(xp, xp.where(far, 0.0, y)))
     return (
-        xp.where(P.x == -INF, (1 - alpha) * Q.p, term) if P.edges else term,
+        xp.where(P.x == -INF, rest * Q.p, term) if P.edges else term,
         _zero_where_impossible(xp, P, -P.p * log_m_over_p),
         _zero_where_impossible(xp, P, xp.exp(-log_m_over_p)),
     )

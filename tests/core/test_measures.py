@@ -260,3 +260,49 @@ def test_hellinger_and_tvd_lie_in_unit_interval_and_are_symmetric(pq):
         value = float(f(p, q))
         assert 0 <= value <= 1
         assert value == pytest.approx(float(f(q, p)), abs=1e-15)
+
+
+def _mixture_kl_exact(p, q, w):
+    """KL(P || w P + (1 - w) Q) in 50-digit arithmetic."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+    total = mpmath.mpf(0)
+    for a, b in zip(p, q, strict=True):
+        a, b = mpmath.mpf(float(a)), mpmath.mpf(float(b))
+        if a > 0:
+            total += a * mpmath.log(a / (w * a + (1 - w) * b))
+    return total
+
+
+@pytest.mark.parametrize("weight", [1e-12, 1e-9, 3e-8, 1e-4, 0.5, 1 - 1e-4, 1 - 3e-8, 1 - 1e-9])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("last", [0.0, 0.1], ids=["a zero in p", "no zero"])
+def test_js_and_skew_kl_keep_their_relative_precision_for_weights_near_0_and_1(weight, dtype, last):
+    """Weights within the rounding of 1 of 0 or 1 (float32: 6e-8): no cancellation of log p - log m, no log 0,
+    on every path (probabilities, logits, the distillation loss; guarded and tame row forms)."""
+    pytest.importorskip("mpmath")
+    import mpmath
+    import torch
+
+    from kldiv.nn.functional import distillation_loss
+
+    p = np.array([0.2, 0.3, 0.5 - last, last], dtype=dtype)
+    q = np.array([0.5, 0.25, 0.125, 0.125], dtype=dtype)
+    w = mpmath.mpf(weight)
+    js = float(w * _mixture_kl_exact(p, q, w) + (1 - w) * _mixture_kl_exact(q, p, 1 - w))
+    skew = float(_mixture_kl_exact(p, q, w))
+    rtol = 2e-6 if dtype == "float32" else 1e-12
+    tp, tq = torch.tensor(p), torch.tensor(q)
+    for value in (kldiv.js(p, q, weight=weight), kldiv.js(tp, tq, weight=weight),
+                  kldiv.js(np.log(p), np.log(q), weight=weight, from_logits=True),
+                  distillation_loss(torch.log(tq)[None], torch.log(tp)[None], divergence="js", beta=weight)):
+        np.testing.assert_allclose(float(value), js, rtol=rtol, atol=0)
+    atol = 1e-20 if dtype == "float64" else 1e-15
+    for value in (kldiv.skew_kl(p, q, alpha=weight), kldiv.skew_kl(tp, tq, alpha=weight)):
+        np.testing.assert_allclose(float(value), skew, rtol=rtol, atol=atol)
+    # from logits, the probabilities themselves carry the softmax's rounding (eps each): the value, O((1 - a)^2),
+    # is known to about eps / (1 - a) of itself, the float32 limit, not a cancellation of the formula
+    limit = rtol + (4 * float(np.finfo(dtype).eps) / (1 - weight))
+    value = distillation_loss(torch.log(tq)[None], torch.log(tp)[None], divergence="skew_kl", alpha=weight)
+    np.testing.assert_allclose(float(value), skew, rtol=limit, atol=atol)

@@ -157,7 +157,7 @@ def test_resume_with_more_epochs_continues_training(tmp_path, capsys):
         (["--capacity", "5", "--free-bits", "0.1"], "give one of them"),
         (["--data", "missing.npy"], "does not exist"),
         (["--data", "pictures.png"], "must be 'digits' or a .npy file"),
-        (["--resume"], "holds no checkpoint"),
+        (["--resume"], "start a new run without --resume"),
     ],
 )
 def test_bad_vae_options_give_one_line_and_exit_2(tmp_path, capsys, options, message):

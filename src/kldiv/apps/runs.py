@@ -181,8 +181,11 @@ def load_weights(path: Path) -> dict[str, Any]:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    """The error's first informative line (torch's "Error(s) in loading state_dict for X:" heads a list)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from . import plots, runs
 from .errors import CommandError
+from .progress import Progress
 
 UNKNOWN = "\ufffd"
 
@@ -256,15 +257,8 @@ def run_steps(
             runs.atomic_write_json(run.path / name, content)
         runs.atomic_write_json(run.path / "state.json", {"status": "running", "step": start, "steps": total})
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-        TimeRemainingColumn(), disable=not progress,
-    )
     try:
-        with bar:
-            task = bar.add_task(title, total=total, completed=start, stats="")
+        with Progress(title, total, start, enabled=progress) as bar:
             sums: dict[str, float] = {}
             count = 0
             started = time.perf_counter()
@@ -282,6 +276,7 @@ def run_steps(
                 count += 1
                 if on_step is not None:
                     on_step(step)
+                bar.advance()
                 done = step + 1
                 if done % config["eval_every"] == 0 or done == total:
                     row = {"step": done, **{k: v / count for k, v in sums.items()}, **evaluate()}
@@ -304,8 +299,7 @@ def run_steps(
                         runs.write_metrics(run.path, history)
                         runs.atomic_write_json(run.path / "state.json", {"status": "running", "step": done, "steps": total})
                     stats = "  ".join(f"{k} {v:.3g}" for k, v in row.items() if k in ("train_loss", "heldout_perplexity", "kl_to_teacher", "agreement"))
-                    bar.update(task, stats=stats)
-                bar.update(task, advance=1)
+                    bar.note(stats)
     except KeyboardInterrupt:
         last = history[-1]["step"] if history else 0
         with run.generation():

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from .. import vae as kvae
 from . import plots, runs
 from .errors import CommandError
+from .progress import Progress
 
 
 @dataclass
@@ -300,16 +301,9 @@ def _train(
         runs.atomic_write_json(folder / "config.json", dataclasses.asdict(config))
         runs.atomic_write_json(folder / "state.json", {"status": "running", "epoch": start_epoch, "epochs": config.epochs})
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-        TimeRemainingColumn(), disable=not progress, transient=False,
-    )
     row: dict[str, Any] = history[-1] if history else {}
     try:
-        with bar:
-            task = bar.add_task(f"{config.model.upper()} epochs", total=config.epochs, completed=start_epoch, stats="")
+        with Progress(f"{config.model.upper()} epochs", config.epochs, start_epoch, enabled=progress) as bar:
             for epoch in range(start_epoch, config.epochs):
                 started = time.perf_counter()
                 order = torch.randperm(len(data.train), generator=generator)
@@ -355,7 +349,8 @@ def _train(
                 stats = f"loss {row['train_loss']:.2f}  recon {row['heldout_recon']:.2f}"
                 if row["heldout_kl"] is not None:
                     stats += f"  KL {row['heldout_kl']:.2f}  ELBO {row['heldout_elbo']:.2f}"
-                bar.update(task, advance=1, stats=stats)
+                bar.advance()
+                bar.note(stats)
                 if on_epoch is not None:
                     on_epoch(epoch + 1, row)
     except KeyboardInterrupt:

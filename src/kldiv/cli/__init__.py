@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> None:
                 typer.echo(help_text)
             raise SystemExit(0) from None
         command = error.ctx.command_path if error.ctx else "kldiv"
-        print(f"kldiv: error: {_one_line(error) or 'bad usage'} (see '{command} --help')", file=sys.stderr)
+        message = error.format_message().strip().splitlines()
+        print(f"kldiv: error: {message[0] if message else 'bad usage'} (see '{command} --help')", file=sys.stderr)
         raise SystemExit(2) from None
     except (KeyboardInterrupt, typer.Abort) as error:
         if isinstance(error.__cause__ or error.__context__, EOFError):  # click turns EOFError into Abort

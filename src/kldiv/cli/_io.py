@@ -24,11 +24,19 @@ _NPY_MAGIC = b"\x93NUMPY"
 
 
 def load_array(spec: str, name: str) -> np.ndarray:
-    """An inline list such as ``0.1,0.9`` (``;`` separates rows) or a file path."""
-    if _INLINE.match(spec) and not _exists(spec):
-        return _parse_inline(spec, name)
+    """An inline list such as ``0.1,0.9`` (``;`` separates rows) or a file path.
+
+    An existing file is read; otherwise text made of numbers and separators, or with a ``,`` or ``;`` and no
+    known file suffix, is an inline list, and anything else (``p.parquet``, ``data/p``) a missing file.
+    """
     path = Path(spec)
-    if path.suffix.lower() in SUFFIXES or _exists(spec) or os.sep in spec or "." in path.name.strip("."):
+    if _exists(spec):
+        return _load_file(path, name)
+    if _INLINE.match(spec):
+        return _parse_inline(spec, name)
+    if path.suffix.lower() not in SUFFIXES and ("," in spec or ";" in spec):
+        return _parse_inline(spec, name)
+    if path.suffix or os.sep in spec or (os.altsep or os.sep) in spec:
         return _load_file(path, name)
     return _parse_inline(spec, name)
 
@@ -61,12 +69,25 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _kind(head: bytes) -> str | None:
-    """What a file is, from its first bytes, where that is not what kldiv reads."""
+def _kind(path: Path, head: bytes) -> str | None:
+    """What a file is, from its first bytes (and a zip's list of members), where that is not what kldiv reads."""
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
-        return "a zip archive (an .npz from numpy.savez, or a torch.save file)"
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members = archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            members = []
+        if members and all(m.endswith(".npy") for m in members):
+            shown = ", ".join(m[:-4] for m in members[:5]) + (", ..." if len(members) > 5 else "")
+            return (f"an .npz archive from numpy.savez (arrays {shown}); extract one with numpy.load, then "
+                    "numpy.save it")
+        if any(m.endswith("data.pkl") for m in members):
+            return "a torch.save file; save the tensor with numpy.save(path, tensor.numpy())"
+        return "a zip archive"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "a pickle (torch.save's old format, or pickle.dump)"
+        return "a pickle (from pickle.dump or an old torch.save), which kldiv never loads"
     if head.startswith(b"PAR1"):
         return "a Parquet file"
     if head.startswith(b"\x89HDF"):
@@ -94,10 +115,9 @@ def _load_file(path: Path, name: str) -> np.ndarray:
             head = handle.read(16)
     except OSError as error:
         raise CommandError(f"{name}: cannot read {shown} ({error.strerror or error})") from None
-    kind = _kind(head)
+    kind = _kind(path, head)
     if kind is not None:
-        hint = " (extract one array with numpy.load, then numpy.save it)" if "zip" in kind else ""
-        raise CommandError(f"{name}: {shown} is {kind}; kldiv reads {FORMATS}{hint}")
+        raise CommandError(f"{name}: {shown} is {kind}; kldiv reads {FORMATS}")
     if suffix == ".npy" and not head.startswith(_NPY_MAGIC):
         text = head.decode("ascii", errors="replace")
         looks_text = all(c.isprintable() or c in "\r\n\t" for c in text)
@@ -125,7 +145,7 @@ def _read_npy(path: Path, name: str, shown: str) -> np.ndarray:
     except MemoryError:
         raise CommandError(f"{name}: {shown} declares an array too large for this machine's memory") from None
     except ValueError as error:
-        if "pickled" in str(error):
+        if "pickle" in str(error):
             raise CommandError(f"{name}: {shown} holds Python objects (pickled), not numbers; kldiv never loads "
                                "pickles: save a numeric array") from None
         raise CommandError(f"{name}: {shown} is a damaged .npy file ({_detail(error)})") from None

@@ -13,12 +13,10 @@ torch = pytest.importorskip("torch")
 
 from kldiv.apps import charlm, runs  # noqa: E402
 from kldiv.apps import distill as distill_app  # noqa: E402
-from kldiv.apps import vae as vae_app  # noqa: E402
 from kldiv.cli import main  # noqa: E402
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 60
 LM = dict(embed=8, hidden=16, seq_len=16, batch_size=4, steps=4, eval_every=2, eval_chars=300)
-VAE = dict(hidden=16, batch_size=256, epochs=2, latent=2)
 
 
 def run(argv, capsys):
@@ -110,16 +108,24 @@ def test_resumed_distillation_refuses_a_teacher_whose_weights_changed(lm_run, tm
 # --- resume: options and data --------------------------------------------------------------------------------------
 
 
-def test_resume_keeps_saved_options_not_given_and_refuses_given_ones_that_differ(tmp_path, capsys):
+def test_resume_keeps_saved_options_not_given_and_refuses_given_ones_that_differ(lm_run, tmp_path, capsys):
+    before = snapshot(lm_run)
+    code, _, err = run(["train", "lm", "--resume", "--hidden", "32", "--steps", "6", "--out", str(lm_run), "--quiet"],
+                       capsys)
+    one_line_error(code, err, "--hidden 16", "not 32", "only --steps can change")
+    assert snapshot(lm_run) == before
+    assert run(["train", "lm", "--resume", "--hidden", "16", "--steps", "6", "--out", str(lm_run), "--quiet"], capsys)[0] == 0
+    saved = json.loads((lm_run / "config.json").read_text())
+    assert (saved["embed"], saved["batch_size"], saved["steps"]) == (8, 4, 6)  # saved values, not the defaults
+    assert [r["step"] for r in rows(lm_run)] == [2, 4, 6]
+    # the VAE command keeps its options the same way
     out = tmp_path / "vae"
-    assert run(["train", "vae", "--epochs", "1", "--hidden", "16", "--batch-size", "256", "--quiet", "--out", str(out)],
-               capsys)[0] == 0
+    assert run(["train", "vae", "--model", "ae", "--epochs", "1", "--hidden", "16", "--batch-size", "256", "--quiet",
+                "--out", str(out)], capsys)[0] == 0
     before = snapshot(out)
     code, _, err = run(["train", "vae", "--resume", "--hidden", "32", "--epochs", "2", "--out", str(out), "--quiet"], capsys)
     one_line_error(code, err, "--hidden 16", "not 32", "only --epochs can change")
     assert snapshot(out) == before
-    assert run(["train", "vae", "--resume", "--hidden", "16", "--epochs", "2", "--out", str(out), "--quiet"], capsys)[0] == 0
-    assert json.loads((out / "config.json").read_text())["batch_size"] == 256
 
 
 def test_train_lm_resume_with_a_changed_text_writes_nothing_and_refuses(lm_run, corpus, tmp_path, capsys):
@@ -166,9 +172,9 @@ def test_a_damaged_file_is_refused_on_resume_naming_it(lm_run, capsys, name):
 
 
 def test_a_crash_inside_a_checkpoint_save_leaves_the_previous_generation_and_resume_matches_a_straight_run(
-        tmp_path, monkeypatch, capsys):
+        tmp_path, corpus, monkeypatch, capsys):
     straight = tmp_path / "straight"
-    vae_app.train(vae_app.VAEConfig(**VAE, seed=3), straight, progress=False)
+    charlm.train(charlm.LMConfig(text=str(corpus), **LM), straight, progress=False)
     cut = tmp_path / "cut"
     real = runs._write_durably
     writes = []
@@ -176,21 +182,23 @@ def test_a_crash_inside_a_checkpoint_save_leaves_the_previous_generation_and_res
     def crash_on_the_second_weights(path, data):
         writes.append(path.name)
         if path.name.startswith(".model.safetensors.") and sum(w.startswith(".model.") for w in writes) == 2:
-            raise OSError(28, "No space left on device")  # the disk fills up inside epoch 2's save
+            raise OSError(28, "No space left on device")  # the disk fills up inside step 4's save
         real(path, data)
 
     monkeypatch.setattr(runs, "_write_durably", crash_on_the_second_weights)
     with pytest.raises(OSError):
-        vae_app.train(vae_app.VAEConfig(**VAE, seed=3), cut, progress=False)
+        charlm.train(charlm.LMConfig(text=str(corpus), **LM), cut, progress=False)
     monkeypatch.setattr(runs, "_write_durably", real)
-    # the folder is generation "epoch 1" throughout: checkpoint, weights, metrics and state agree
-    assert runs.load_checkpoint(cut)["epoch"] == 1
-    assert [r["epoch"] for r in rows(cut)] == [1]
-    assert json.loads((cut / "state.json").read_text())["epoch"] == 1
+    # the folder is the generation of step 2 throughout: checkpoint, weights, metrics and state agree
+    checkpoint = runs.load_checkpoint(cut)
+    assert checkpoint["step"] == 2 and [r["step"] for r in rows(cut)] == [2]
+    assert json.loads((cut / "state.json").read_text())["step"] == 2
     weights = runs.load_weights(cut / "model.safetensors")
-    assert all(torch.equal(weights[k], v) for k, v in runs.load_checkpoint(cut)["model"].items())
-    assert run(["train", "vae", "--resume", "--out", str(cut), "--quiet"], capsys)[0] == 0
+    assert all(torch.equal(weights[k], v) for k, v in checkpoint["model"].items())
+    assert run(["train", "lm", "--resume", "--out", str(cut), "--quiet"], capsys)[0] == 0
     assert without_time(rows(cut)) == without_time(rows(straight))
+    a, b = runs.load_weights(straight / "model.safetensors"), runs.load_weights(cut / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
     assert not [p.name for p in cut.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -301,8 +309,8 @@ def test_a_checkpoint_of_another_model_or_without_optimizer_is_one_line(lm_run, 
 
 
 @pytest.mark.parametrize("command", [["train", "vae", "--hidden", "100000000000"],
-                                     ["train", "lm", "--hidden", "10000000000"],
-                                     ["train", "lm", "--embed", "100000000000"]])
+                                     ["train", "lm", "--max-chars", "6000", "--hidden", "10000000000"],
+                                     ["train", "lm", "--max-chars", "6000", "--embed", "100000000000"]])
 def test_a_model_too_large_to_allocate_is_one_line_and_creates_no_folder(tmp_path, capsys, command):
     out = tmp_path / "run"
     code, _, err = run([*command, "--out", str(out), "--quiet"], capsys)

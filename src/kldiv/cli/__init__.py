@@ -48,9 +48,16 @@ def _root(
 _GROUPS = ("compute", "demo", "estimate", "train", "distill", "compare")
 
 
+_registered: list[str] = []
+
+
 def _register() -> None:
+    """Add the command groups once (``main`` may run many times in one process, as in the tests)."""
     import importlib
 
+    if _registered:
+        return
+    _registered.append("done")
     for name in _GROUPS:
         try:
             module = importlib.import_module(f".{name}", __name__)

@@ -319,6 +319,14 @@ def check_vocabulary(run: runs.RunFolder, vocab: Vocabulary, what: str) -> None:
         )
 
 
+def check_step_memory(config: dict[str, Any], vocab_size: int) -> None:
+    """The working memory of one step (logits and their gradients, the GRU's gates and states, float32)."""
+    positions = config["batch_size"] * config["seq_len"]
+    per_position = 4 * (4 * vocab_size + 8 * config["hidden"] * config["layers"] + 2 * config["embed"]) + 16
+    sizes = " ".join(f"--{k.replace('_', '-')} {config[k]}" for k in ("batch_size", "seq_len", "embed", "hidden", "layers"))
+    runs.check_memory(positions * per_position, f"{sizes} (vocabulary {vocab_size})")
+
+
 def check_data(checkpoint: dict[str, Any] | None, fingerprint: str, what: str) -> None:
     """On resume: the training data must be what the checkpoint was trained on (its SHA-256)."""
     saved = None if checkpoint is None else checkpoint.get("data_sha256")
@@ -351,6 +359,7 @@ def train(
             checkpoint = run.load_checkpoint() if run.has_checkpoint else None
         fingerprint = runs.fingerprint(torch.cat([corpus.train, corpus.heldout]).numpy().tobytes())
         check_data(checkpoint, fingerprint, text_name)
+        check_step_memory(settings, len(corpus.vocab))
         torch.manual_seed(config.seed)
         model = runs.build_model(
             lambda: build_model(settings, len(corpus.vocab)),

@@ -173,6 +173,7 @@ def distill(
         ids = vocab.encode(corpus)
         split = int(len(ids) * 0.9)
         train_ids, heldout_ids = ids[:split], ids[split:]
+        charlm.check_step_memory(settings, len(vocab))
         torch.manual_seed(config.seed)
         student = runs.build_model(
             lambda: charlm.build_model(settings, len(vocab)),

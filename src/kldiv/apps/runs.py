@@ -498,10 +498,31 @@ def load_checkpoint(folder: Path, manifest: dict[str, Any] | None = None) -> dic
     return checkpoint
 
 
+def physical_memory() -> int | None:
+    """Bytes of physical memory, where the platform says (None elsewhere)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(needed: float, what: str) -> None:
+    """Refuse, before anything is allocated or written, options whose working memory (``needed`` bytes, an
+    estimate) exceeds this machine's physical memory: they would fail or swap for hours mid-run."""
+    total = physical_memory()
+    if total is not None and needed > total:
+        raise CommandError(f"{what}: a training step would need about {needed / 2**30:,.0f} GiB, more than this "
+                           f"machine's {total / 2**30:,.0f} GiB of memory; lower them")
+
+
 def build_model(build: Any, what: str) -> Any:
     """``build()``, with an allocation failure (a model too large for this machine) as a CommandError."""
     try:
         return build()
+    except (OverflowError, TypeError) as error:
+        if "overflow" not in str(error).lower():
+            raise
+        raise CommandError(f"{what}: sizes this large cannot be allocated on any machine; lower them") from None
     except MemoryError:
         raise CommandError(f"{what}: the model does not fit in memory; lower the sizes") from None
     except RuntimeError as error:

@@ -331,3 +331,18 @@ def test_a_corrupt_teacher_safetensors_is_one_line(lm_run, tmp_path, capsys):
     code, _, err = run(["distill", "--teacher", str(lm_run), "--out", str(tmp_path / "s"), "--quiet"], capsys)
     one_line_error(code, err, "--teacher", "not a readable safetensors file")
     assert not (tmp_path / "s").exists()
+
+
+def test_force_overwrites_a_kldiv_run_but_never_a_folder_of_the_users_own_files(lm_run, tmp_path, corpus, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "settings"}')
+    (mine / "notes.txt").write_text("keep me")
+    before = snapshot(mine)
+    code, _, err = run(["train", "lm", "--force", "--text", str(corpus), "--out", str(mine), "--quiet"], capsys)
+    one_line_error(code, err, "--force overwrites kldiv run folders only", "another --out")
+    assert snapshot(mine) == before
+    args = ["train", "lm", "--force", "--text", str(corpus), "--embed", "8", "--hidden", "16", "--seq-len", "16",
+            "--batch-size", "4", "--steps", "2", "--eval-every", "2", "--eval-chars", "300", "--out", str(lm_run), "--quiet"]
+    assert run(args, capsys)[0] == 0
+    assert [r["step"] for r in rows(lm_run)] == [2]

@@ -286,7 +286,8 @@ def same_or_inside(path: Path, folder: Path) -> bool:
 class RunFolder:
     """The run folder of one training run, held by this process (advisory lock) until :meth:`close`.
 
-    ``resume=False`` needs an empty or missing folder, unless ``force``; ``resume=True`` needs a kldiv run in it
+    ``resume=False`` needs an empty or missing folder, or with ``force`` a kldiv run folder (never a folder of the
+    user's own files); ``resume=True`` needs a kldiv run in it
     (``config.json``): its last committed generation is recovered and verified. A run stopped before its first
     checkpoint has a ``config.json`` but no ``checkpoint.pt``: resuming it starts it again from the beginning
     with its saved options (``has_checkpoint`` is False).
@@ -323,7 +324,15 @@ class RunFolder:
             for name in (self.manifest or {}).get("files", {}):
                 if (self.path / name).exists():
                     read_verified(self.path / name, self.manifest)
-        elif exists and any(self.path.iterdir()) and not force:
+        elif exists and any(self.path.iterdir()) and force:
+            legacy = config.is_file() and (self.path / "state.json").is_file()  # a run from before manifests
+            if self.manifest is None and not legacy:
+                sample = sorted(p.name for p in self.path.iterdir())[:3]
+                raise CommandError(
+                    f"--force overwrites kldiv run folders only, and {str(self.path)!r} is not one (it holds "
+                    f"{', '.join(map(repr, sample))}, which kldiv did not write); choose another --out"
+                )
+        elif exists and any(self.path.iterdir()):
             if config.is_file() and not (self.path / "checkpoint.pt").is_file():
                 hint = "pass --resume to start it again from the beginning with its saved options (it was stopped "
                 hint += "before its first checkpoint)"

@@ -99,6 +99,16 @@ def main(argv: list[str] | None = None) -> None:
     except CommandError as error:
         print(f"kldiv: error: {_one_line(error)}", file=sys.stderr)
         raise SystemExit(2) from None
-    except (ValueError, TypeError, OSError, NotImplementedError, MemoryError, RecursionError, EOFError) as error:
+    except (ValueError, TypeError, OSError, NotImplementedError, RecursionError, EOFError) as error:
         print(f"kldiv: error: {in_cli_words(_one_line(error))}", file=sys.stderr)
         raise SystemExit(2) from None
+    except MemoryError:
+        print("kldiv: error: out of memory; give smaller inputs or sizes", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as error:  # noqa: BLE001 - one line even for a bug; exit 1 says it is not the user's mistake
+        if isinstance(error, RuntimeError) and "alloc" in str(error).lower():
+            print(f"kldiv: error: out of memory ({_one_line(error)[:120]}); give smaller inputs or sizes", file=sys.stderr)
+            raise SystemExit(2) from None
+        print(f"kldiv: internal error: {type(error).__name__}: {_one_line(error)[:300]} (a bug in kldiv; please "
+              "report it with the command that caused it)", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -346,3 +346,10 @@ def test_force_overwrites_a_kldiv_run_but_never_a_folder_of_the_users_own_files(
             "--batch-size", "4", "--steps", "2", "--eval-every", "2", "--eval-chars", "300", "--out", str(lm_run), "--quiet"]
     assert run(args, capsys)[0] == 0
     assert [r["step"] for r in rows(lm_run)] == [2]
+
+
+def test_a_run_file_rewritten_outside_a_generation_keeps_its_checksum_true(lm_run, capsys):
+    runs.atomic_write_text(lm_run / "samples.txt", "rewritten by a later step\n")
+    manifest = json.loads((lm_run / "manifest.json").read_text())
+    assert manifest["files"]["samples.txt"]["sha256"] == hashlib.sha256(b"rewritten by a later step\n").hexdigest()
+    assert run(["train", "lm", "--resume", "--steps", "6", "--out", str(lm_run), "--quiet"], capsys)[0] == 0

@@ -112,6 +112,22 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         generation.add(path.name, data)
         return
     _replace_atomically(path, data)
+    _record_outside_generation(path, data)
+
+
+def _record_outside_generation(path: Path, data: bytes) -> None:
+    """A file of a run folder rewritten outside a generation keeps its manifest entry true (else the next
+    resume would call it damaged)."""
+    if path.name == MANIFEST or not (path.parent / MANIFEST).is_file():
+        return
+    try:
+        manifest = read_manifest(path.parent)
+    except CommandError:
+        return
+    if manifest is None or path.name not in manifest["files"]:
+        return
+    manifest["files"][path.name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    _replace_atomically(path.parent / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -353,3 +353,13 @@ def test_a_run_file_rewritten_outside_a_generation_keeps_its_checksum_true(lm_ru
     manifest = json.loads((lm_run / "manifest.json").read_text())
     assert manifest["files"]["samples.txt"]["sha256"] == hashlib.sha256(b"rewritten by a later step\n").hexdigest()
     assert run(["train", "lm", "--resume", "--steps", "6", "--out", str(lm_run), "--quiet"], capsys)[0] == 0
+
+
+def test_a_new_run_refuses_a_folder_another_run_filled_while_it_validated(tmp_path):
+    folder = tmp_path / "run"
+    late = runs.RunFolder(folder)  # checked: missing, so empty
+    with runs.RunFolder(folder) as first, first.generation():
+        runs.atomic_write_text(folder / "a.txt", "first")
+    with pytest.raises(runs.CommandError, match="filled by another run"), late.generation():
+        runs.atomic_write_text(folder / "a.txt", "second")
+    assert (folder / "a.txt").read_text() == "first"

@@ -312,6 +312,7 @@ class RunFolder:
     def __init__(self, folder: Path, *, resume: bool = False, force: bool = False):
         self.path = Path(folder)
         self.resume = resume
+        self._force = force
         self._fd: int | None = None
         self.manifest: dict[str, Any] | None = None
         if self.path.exists() and not self.path.is_dir():
@@ -399,6 +400,11 @@ class RunFolder:
         if self._fd is None:
             self.path.mkdir(parents=True, exist_ok=True)
             self._fd = _lock(self.path)
+            if not self.resume and not self._force and any(self.path.iterdir()):
+                # another run created the folder and wrote into it while this one was validating its inputs
+                self.close()
+                raise CommandError(f"--out: run folder {str(self.path)!r} was filled by another run meanwhile; "
+                                   "choose another --out")
 
     @contextlib.contextmanager
     def generation(self) -> Iterator[None]:

@@ -188,8 +188,12 @@ def test_npy_of_the_wrong_shape_or_values_gives_one_line_and_exit_2(tmp_path, ca
 def test_a_non_empty_out_folder_needs_resume_or_force(tmp_path, capsys):
     (tmp_path / "keep.txt").write_text("x")
     code, _, err = run(["train", "vae", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "not a kldiv run folder" in err and "another --out" in err
+    assert (tmp_path / "keep.txt").read_text() == "x"
+    run_folder = tmp_path / "run"
+    assert run(["train", "vae", "--epochs", "1", "--out", str(run_folder), *TINY_VAE], capsys)[0] in (0, None)
+    code, _, err = run(["train", "vae", "--out", str(run_folder)], capsys)
     assert code == 2 and "--resume" in err and "--force" in err
-    assert (tmp_path / "keep.txt").exists()
 
 
 # --- character LM -------------------------------------------------------------------------------------------

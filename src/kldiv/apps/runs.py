@@ -350,6 +350,9 @@ class RunFolder:
                     f"{', '.join(map(repr, sample))}, which kldiv did not write); choose another --out"
                 )
         elif exists and any(self.path.iterdir()):
+            if self.manifest is None and not config.is_file():
+                raise CommandError(f"--out: {str(self.path)!r} is not empty and is not a kldiv run folder (kldiv never "
+                                   "writes into a folder of other files); choose another --out")
             if config.is_file() and not (self.path / "checkpoint.pt").is_file():
                 hint = "pass --resume to start it again from the beginning with its saved options (it was stopped "
                 hint += "before its first checkpoint)"

@@ -22,6 +22,9 @@ def run_options(ctx: typer.Context, fields: tuple[str, ...], out: Path, resume: 
 
     values = {name: str(v) if isinstance(v, Path) else v for name, v in ctx.params.items() if name in fields}
     saved = runs.saved_config(out) if resume else None
+    if saved is not None and not (Path(out) / "checkpoint.pt").is_file():
+        typer.echo(f"kldiv: note: {str(out)!r} has no checkpoint yet (the run stopped before its first one); starting "
+                   "it again from the beginning with its saved options", err=True)
     if saved:
         typed = given(ctx)
         values = {**values, **{k: v for k, v in saved.items() if k in fields and k not in typed}}

@@ -363,3 +363,24 @@ def test_a_new_run_refuses_a_folder_another_run_filled_while_it_validated(tmp_pa
     with pytest.raises(runs.CommandError, match="filled by another run"), late.generation():
         runs.atomic_write_text(folder / "a.txt", "second")
     assert (folder / "a.txt").read_text() == "first"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_hostile_data_and_text_files_for_training_are_one_line(tmp_path, capsys):
+    import numpy as np
+
+    fifo = tmp_path / "fifo.npy"
+    os.mkfifo(fifo)
+    np.savez(tmp_path / "a.npz", x=np.ones((4, 2)))
+    os.rename(tmp_path / "a.npz", tmp_path / "a.npy")
+    np.save(tmp_path / "b.npy", np.ones((4, 2)))
+    damaged = bytearray((tmp_path / "b.npy").read_bytes())
+    damaged[damaged.index(b"{")] = ord("(")
+    (tmp_path / "c.npy").write_bytes(bytes(damaged))
+    for command, needle in ((["train", "vae", "--data", str(fifo)], "not a regular file"),
+                            (["train", "lm", "--text", str(fifo)], "not a regular file"),
+                            (["train", "vae", "--data", str(tmp_path / "a.npy")], "zip archive"),
+                            (["train", "vae", "--data", str(tmp_path / "c.npy")], "cannot read")):
+        code, _, err = run([*command, "--out", str(tmp_path / "run"), "--quiet"], capsys)
+        one_line_error(code, err, needle)
+    assert not (tmp_path / "run").exists()

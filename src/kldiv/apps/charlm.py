@@ -86,6 +86,8 @@ def read_text_file(spec: str, max_chars: int) -> str:
         raise CommandError(f"--text: file {spec!r} does not exist")
     if path.is_dir():
         raise CommandError(f"--text: {spec!r} is a folder, not a text file")
+    if not path.is_file():  # reading a FIFO or a device could block forever
+        raise CommandError(f"--text: {spec!r} is not a regular file (a FIFO, device or socket); give a text file")
     data = path.read_bytes()[: 4 * max_chars]
     if not data.strip():
         raise CommandError(f"--text: {spec!r} is empty; give a UTF-8 text file with some content")

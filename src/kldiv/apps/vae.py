@@ -103,12 +103,20 @@ def load_data(spec: str, likelihood: str, seed: int) -> Dataset:
         path = Path(spec)
         if path.suffix.lower() != ".npy":
             raise CommandError(f"--data must be 'digits' or a .npy file, got {spec!r}")
-        if not path.is_file():
+        if not path.exists():
             raise CommandError(f"--data: file {spec!r} does not exist")
+        if not path.is_file():  # a folder, or a FIFO or device, whose reading could block forever
+            raise CommandError(f"--data: {spec!r} is not a regular file; give a .npy file")
         try:
             array = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as error:
-            raise CommandError(f"--data: cannot read {spec!r} as a .npy array ({str(error).splitlines()[0]})") from None
+        except MemoryError:
+            raise CommandError(f"--data: {spec!r} declares an array too large for this machine's memory") from None
+        except Exception as error:  # a damaged header raises whatever NumPy's header parser meets (tokenize, EOF)
+            detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise CommandError(f"--data: cannot read {spec!r} as a .npy array ({detail})") from None
+        if not isinstance(array, np.ndarray):  # np.load opens a zip archive (.npz, torch.save) as an NpzFile
+            raise CommandError(f"--data: {spec!r} is a zip archive (.npz or torch.save), not a .npy array; "
+                               "numpy.save one array")
         if array.dtype.kind not in "biuf":
             raise CommandError(f"--data: {spec!r} holds {array.dtype} values, not numbers")
         if array.ndim not in (2, 3):

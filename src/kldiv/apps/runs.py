@@ -564,3 +564,17 @@ def build_model(build: Any, what: str) -> Any:
             raise
         raise CommandError(f"{what}: the model does not fit in memory ({_first_line(error)[:160]}); lower the "
                            "sizes") from None
+
+
+def prepare_folder(folder: Path, *, resume: bool, force: bool) -> dict[str, Any] | None:
+    """Check ``folder`` for a new run or ``--resume`` (the rules of :class:`RunFolder`) and return the saved
+    config when resuming. For commands that do not hold a :class:`RunFolder` themselves; the applications do."""
+    with RunFolder(folder, resume=resume, force=force) as run:
+        return run.saved_config() if resume else None
+
+
+def restore_checkpoint(folder: Path, model: Any, optimizer: Any, generator: Any) -> dict[str, Any]:
+    """Load the verified checkpoint of ``folder`` into the model, the optimiser and both random streams; return it."""
+    checkpoint = load_checkpoint(folder)
+    restore(checkpoint, model, optimizer, generator, folder)
+    return checkpoint

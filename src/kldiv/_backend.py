@@ -115,6 +115,15 @@ def is_tracing(x: Any) -> bool:
     return False
 
 
+def has_values(x: Any) -> bool:
+    """False where an array's values cannot be read: tracers (:func:`is_tracing`) and PyTorch meta tensors,
+    which carry a shape and a dtype only. Value checks are skipped for them and results keep their kind."""
+    if is_tracing(x):
+        return False
+    device = getattr(x, "device", None)
+    return getattr(device, "type", None) != "meta"
+
+
 def is_torch(x: Any) -> bool:
     return array_api_compat.is_torch_array(x)
 

@@ -135,8 +135,14 @@ def check_axis(axis: Any, ndim: int, name: str) -> int:
 
 
 def check_shapes(names: tuple[str, ...], shapes: list[tuple[int, ...]], axis: int) -> tuple[tuple[int, ...], int]:
-    """Check that distribution axes agree and batch axes broadcast; return (batch_shape, outcomes)."""
+    """Check that distribution axes agree and batch axes broadcast; return (batch_shape, outcomes).
+
+    ``shapes`` have the distribution axis moved last; messages name the axis as the inputs have it (``axis = -1``
+    of 2-D inputs is axis 1), or as given where the inputs differ in dimensions.
+    """
     sizes = [s[-1] for s in shapes]
+    if isinstance(axis, int) and len({len(s) for s in shapes}) == 1 and shapes[0]:
+        axis = axis % len(shapes[0])
     for name, size in zip(names, sizes, strict=True):
         if size == 0:
             raise ValueError(f"{name} has no outcomes along axis {axis} (size 0); a distribution needs at least one")

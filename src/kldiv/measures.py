@@ -693,12 +693,18 @@ for _f, _args, _base in (
 def normalize(p: Any, axis: int = -1):
     """Divide non-negative weights by their sum along ``axis``: the explicit way to make probabilities.
 
-    Raises ``ValueError`` for negative, NaN or infinite weights and for a row that sums to 0.
+    ``p_i / sum_j p_j``, computed as ``(p_i / m) / sum_j (p_j / m)`` with ``m = max_j p_j``, so that weights whose
+    sum overflows the dtype (``[3e38, 3e38]`` in float32) still give their exact ratios instead of zeros, and
+    subnormal weights keep their digits. Raises ``ValueError`` for negative, NaN or infinite weights and for a row
+    that sums to 0. Empty batches give empty results; meta tensors (no values) are not checked.
     """
     xp, arrays, layout = _engine.prepare((p,), ("p",), axis)
     x = arrays[0]
-    _validate.check_normalizable(xp, layout.rows[0], 0, _validate.Locator("p", layout.shapes[0], layout.axes[0], layout.batch))
-    return x / xp.sum(x, axis=layout.axes[0], keepdims=True)
+    if _backend.has_values(x) and layout.n_rows > 0:
+        loc = _validate.Locator("p", layout.shapes[0], layout.axes[0], layout.batch)
+        _validate.check_normalizable(xp, layout.rows[0], 0, loc)
+    scaled = x / xp.max(x, axis=layout.axes[0], keepdims=True)
+    return scaled / xp.sum(scaled, axis=layout.axes[0], keepdims=True)
 
 
 MEASURES: dict[str, Measure] = {m.name: m for m in (ENTROPY, CROSS_ENTROPY, KL, JS, SKEW_KL, TVD, HELLINGER, RENYI)}

@@ -26,9 +26,12 @@ def _canonical_rows(P: Any, Q: Any, from_logits: bool, validate: bool,
     """Both sides in canonical form, in the compute dtype, or with ``wide`` in float64 where the namespace (and
     device) has it; also returns the namespace and the output dtype."""
     xp = _backend.namespace(P, Q)
+    like = next((a for a in (P, Q) if _backend._is_array(a) and not isinstance(a, np.ndarray)), None)
     canons = []
     arrays = []
     for x, name in ((P, "P"), (Q, "Q")):
+        # one backend for both sides: a NumPy array or list beside a tensor joins the tensor's library and device
+        x = _backend.to_array(x, name, xp, like)
         _, (a,), layout = _engine.prepare((x,), (name,), -1)
         if a.ndim != 2:
             raise ValueError(
@@ -36,6 +39,9 @@ def _canonical_rows(P: Any, Q: Any, from_logits: bool, validate: bool,
                 "use kldiv.kl with broadcasting for other layouts"
             )
         arrays.append(a)
+    devices = {str(a.device) for a in arrays if hasattr(a, "device") and not isinstance(a, np.ndarray)}
+    if len(devices) > 1:
+        raise ValueError(f"P and Q are on different devices ({' and '.join(sorted(devices))}); move them to one device")
     if arrays[0].shape[1] != arrays[1].shape[1]:
         raise ValueError(
             f"P has {arrays[0].shape[1]} outcomes per row and Q has {arrays[1].shape[1]}; the rows must describe "
@@ -45,11 +51,12 @@ def _canonical_rows(P: Any, Q: Any, from_logits: bool, validate: bool,
     work = _backend.compute_dtype(xp, out_dtype)
     if wide and _rows.wide(xp, arrays[0]) == getattr(xp, "float64", None):
         work = xp.float64
-    check = validate and not any(_backend.is_tracing(a) for a in arrays)
+    check = validate and all(_backend.has_values(a) for a in arrays)
     with np.errstate(divide="ignore", invalid="ignore"):
         for a, name in zip(arrays, ("P", "Q"), strict=True):
             loc = _validate.Locator(name, tuple(a.shape), 1, (a.shape[0],))
-            canons.append(_engine.canonical(xp, xp.astype(a, work), from_logits, check, 0, loc, float(xp.finfo(a.dtype).eps)))
+            eps = float(xp.finfo(a.dtype).eps)
+            canons.append(_engine.canonical(xp, xp.astype(a, work), from_logits, check and a.shape[0] > 0, 0, loc, eps))
     return xp, canons[0], canons[1], out_dtype
 
 
@@ -65,7 +72,8 @@ def _cross_term(xp: Any, P: Canon, Q: Canon) -> Any:
     finite_log_q = xp.where(Q.p > 0, Q.lp, 0.0)
     cross = P.p @ xp.matrix_transpose(finite_log_q) if hasattr(xp, "matrix_transpose") else P.p @ finite_log_q.T
     zeros = Q.p == 0
-    if bool(xp.any(zeros)):
+    # without readable values (meta tensors, tracers) the exact-zero correction is always applied
+    if not _backend.has_values(zeros) or bool(xp.any(zeros)):
         support = xp.astype(P.p > 0, P.p.dtype)
         missing = support @ xp.matrix_transpose(xp.astype(zeros, P.p.dtype))
         cross = xp.where(missing > 0, -math.inf, cross)

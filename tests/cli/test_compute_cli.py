@@ -60,9 +60,9 @@ def test_compute_from_logits(capsys):
     [
         (("compute", "missing.npy", "0.5,0.5"), "P: file 'missing.npy' does not exist"),
         (("compute", "0.5,abc", "0.5,0.5"), "P: 'abc' is not a number"),
-        (("compute", "0.5,0.5", "0.2,0.3,0.5"), "p has 2 and q has 3"),
-        (("compute", "-0.5,1.5", "0.5,0.5"), "p[0] = -0.5 is negative"),
-        (("compute", "0.5,0.6", "0.5,0.5"), "p does not sum to 1"),
+        (("compute", "0.5,0.5", "0.2,0.3,0.5"), "P has 2 and Q has 3"),
+        (("compute", "-0.5,1.5", "0.5,0.5"), "P[0] = -0.5 is negative"),
+        (("compute", "0.5,0.6", "0.5,0.5"), "P does not sum to 1"),
         (("compute", "0.5,0.5", "0.5,0.5", "-m", "nope"), "unknown measure 'nope'"),
         (("compute", "0.5,0.5"), "Missing argument"),
         (("compute", "0.5,0.5", "0.5,0.5", "--base", "1"), "base must be a positive finite number"),
@@ -78,7 +78,7 @@ def test_bad_input_prints_one_line_and_exits_2(capsys, args, message):
 def test_pickle_npy_is_refused(tmp_path, capsys):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     code, _, err = run(capsys, "compute", str(tmp_path / "obj.npy"), "0.5,0.5")
-    assert code == 2 and "cannot read" in err
+    assert code == 2 and "never loads pickles" in err
 
 
 def test_demo_runs_the_tour_quickly():

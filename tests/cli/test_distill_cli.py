@@ -117,5 +117,6 @@ def test_bad_distill_options_give_one_line_and_exit_2(teacher, tmp_path, capsys,
 
 
 def test_a_folder_that_is_not_a_train_lm_run_is_rejected(tmp_path, capsys):
-    code, _, err = run(["distill", "--teacher", str(tmp_path), "--out", str(tmp_path / "run")], capsys)
+    (tmp_path / "teacher").mkdir()
+    code, _, err = run(["distill", "--teacher", str(tmp_path / "teacher"), "--out", str(tmp_path / "run")], capsys)
     assert code == 2 and "is not a `kldiv train lm` run folder" in err

@@ -157,7 +157,7 @@ def test_resume_with_more_epochs_continues_training(tmp_path, capsys):
         (["--capacity", "5", "--free-bits", "0.1"], "give one of them"),
         (["--data", "missing.npy"], "does not exist"),
         (["--data", "pictures.png"], "must be 'digits' or a .npy file"),
-        (["--resume"], "holds no checkpoint"),
+        (["--resume"], "start a new run without --resume"),
     ],
 )
 def test_bad_vae_options_give_one_line_and_exit_2(tmp_path, capsys, options, message):
@@ -188,8 +188,12 @@ def test_npy_of_the_wrong_shape_or_values_gives_one_line_and_exit_2(tmp_path, ca
 def test_a_non_empty_out_folder_needs_resume_or_force(tmp_path, capsys):
     (tmp_path / "keep.txt").write_text("x")
     code, _, err = run(["train", "vae", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "not a kldiv run folder" in err and "another --out" in err
+    assert (tmp_path / "keep.txt").read_text() == "x"
+    run_folder = tmp_path / "run"
+    assert run(["train", "vae", "--epochs", "1", "--out", str(run_folder), *TINY_VAE], capsys)[0] in (0, None)
+    code, _, err = run(["train", "vae", "--out", str(run_folder)], capsys)
     assert code == 2 and "--resume" in err and "--force" in err
-    assert (tmp_path / "keep.txt").exists()
 
 
 # --- character LM -------------------------------------------------------------------------------------------

@@ -133,3 +133,120 @@ def test_pairwise_hellinger_equals_broadcast_hellinger_and_the_difference_of_squ
     np.testing.assert_allclose(got, kldiv.hellinger(P[:, None, :], Q[None, :, :]), rtol=1e-12, atol=0)
     oracle = np.sqrt(0.5 * ((np.sqrt(P[:, None, :]) - np.sqrt(Q[None, :, :])) ** 2).sum(-1))
     np.testing.assert_allclose(got, oracle, rtol=1e-12, atol=0)
+
+
+# --- edges: mixed libraries, empty inputs, meta tensors, double backward, overflowing sums -------------------
+
+
+def direct(name, P, Q, from_logits=False):
+    """The float64 oracle, written out in torch: D[i, j] from the textbook formulas over broadcast pairs."""
+    if from_logits:
+        P, Q = torch.softmax(P, -1), torch.softmax(Q, -1)
+    p, q = P[:, None, :], Q[None, :, :]
+    if name == "kl":
+        return (p * (p.log() - q.log())).sum(-1)
+    if name == "cross_entropy":
+        return -(p * q.log()).sum(-1)
+    if name == "js":
+        m = (p + q) / 2
+        return ((p * (p / m).log()).sum(-1) + (q * (q / m).log()).sum(-1)) / 2
+    if name == "tvd":
+        return (p - q).abs().sum(-1) / 2
+    return (((p.sqrt() - q.sqrt()) ** 2).sum(-1) / 2).sqrt()
+
+
+NAMES = ["kl", "cross_entropy", "js", "tvd", "hellinger"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pairwise_mixes_numpy_and_torch_like_the_elementwise_measures(name):
+    P, Q = simplex(4, 6), simplex(3, 6)
+    expected = getattr(kldiv.pairwise, name)(P, Q)
+    # a list beside a tensor becomes a tensor of torch's default dtype (float32), as in kldiv.kl
+    for a, b, rtol in ((P, torch.tensor(Q), 1e-12), (torch.tensor(P), Q, 1e-12), (P.tolist(), torch.tensor(Q), 1e-5)):
+        got = getattr(kldiv.pairwise, name)(a, b)
+        assert isinstance(got, torch.Tensor) and got.dtype == torch.float64
+        np.testing.assert_allclose(got.numpy(), expected, rtol=rtol, atol=1e-7 if rtol > 1e-12 else 1e-15)
+
+
+def test_pairwise_refuses_two_devices_and_two_libraries_in_one_line():
+    jnp = pytest.importorskip("jax.numpy")
+    with pytest.raises(TypeError, match="different array libraries"):
+        kldiv.pairwise.kl(torch.tensor(simplex(2, 3)), jnp.asarray(simplex(2, 3)))
+    with pytest.raises(ValueError, match="different devices"):
+        kldiv.pairwise.kl(torch.tensor(simplex(2, 3)), torch.empty(2, 3, dtype=torch.float64, device="meta"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(("n", "m"), [(0, 3), (4, 0), (0, 0)])
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_pairwise_of_empty_inputs_is_an_empty_matrix(name, n, m, library):
+    P, Q = simplex(n, 5), simplex(m, 5)
+    if library == "torch":
+        P, Q = torch.tensor(P), torch.tensor(Q)
+    got = getattr(kldiv.pairwise, name)(P, Q)
+    assert tuple(got.shape) == (n, m) and got.dtype in (np.float64, torch.float64)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pairwise_of_meta_tensors_gives_the_meta_result_shape_and_dtype(name):
+    P = torch.empty(5, 7, device="meta")
+    Q = torch.empty(3, 7, device="meta", dtype=torch.float64)
+    got = getattr(kldiv.pairwise, name)(P, Q)
+    assert got.device.type == "meta" and tuple(got.shape) == (5, 3) and got.dtype == torch.float64
+    assert getattr(kldiv.pairwise, name)(P, P, from_logits=True).shape == (5, 5)
+    with pytest.raises(ValueError, match="7 outcomes per row and Q has 6"):
+        getattr(kldiv.pairwise, name)(P, torch.empty(3, 6, device="meta"))
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+@pytest.mark.parametrize("name", NAMES)
+def test_pairwise_double_backward_equals_autograd_of_the_direct_formula(name, from_logits):
+    local = np.random.default_rng(3)
+    if from_logits:
+        P0, Q0 = local.normal(size=(4, 6)), local.normal(size=(3, 6))
+    else:  # strictly positive rows, away from TVD's kinks: the direct formulas are smooth there
+        P0, Q0 = simplex(4, 6) + 0.05, simplex(3, 6) + 0.05
+        P0, Q0 = P0 / P0.sum(-1, keepdims=True), Q0 / Q0.sum(-1, keepdims=True)
+    weights = torch.tensor(local.normal(size=(4, 3)))
+
+    def second_derivatives(f):
+        P = torch.tensor(P0, requires_grad=True)
+        Q = torch.tensor(Q0, requires_grad=True)
+        value = (f(P, Q) * weights).sum()
+        gP, gQ = torch.autograd.grad(value, (P, Q), create_graph=True)
+        # a scalar that depends on the gradients non-linearly, so its gradient is a Hessian-vector product
+        hP, hQ = torch.autograd.grad((gP**2).sum() + (gQ * gQ.detach()).sum(), (P, Q), allow_unused=True)
+        return [torch.zeros_like(P) if h is None else h for h in (hP, hQ)] + [gP.detach(), gQ.detach()]
+
+    got = second_derivatives(lambda P, Q: getattr(kldiv.pairwise, name)(P, Q, from_logits=from_logits))
+    expected = second_derivatives(lambda P, Q: direct(name, P, Q, from_logits))
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g.numpy(), e.numpy(), rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_normalize_of_weights_whose_sum_overflows_is_exact(dtype, library):
+    big = float(np.finfo(dtype).max) / 2
+    weights = np.array([[big, big, big / 4, 0.0], [3.0, 1.0, 0.0, 0.0], [5e-324, 5e-324, 0.0, 0.0]], dtype=dtype)
+    with np.errstate(over="ignore"):
+        assert np.isinf(weights[0].sum())  # the naive division gives zeros
+    # the oracle: exact ratios, in float64 (as integers times a power of two)
+    expected = np.array([[4 / 9, 4 / 9, 1 / 9, 0], [0.75, 0.25, 0, 0], [0.5, 0.5, 0, 0]])
+    if dtype == np.float32:
+        weights[2] = [1e-45, 1e-45, 0, 0]
+    x = torch.tensor(weights) if library == "torch" else weights
+    got = kldiv.normalize(x)
+    got = got.numpy() if library == "torch" else got
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, expected, rtol=4 * np.finfo(dtype).eps, atol=0)
+    assert np.allclose(got.sum(-1), 1)
+
+
+def test_normalize_of_empty_and_meta_inputs():
+    assert kldiv.normalize(np.zeros((0, 3))).shape == (0, 3)
+    got = kldiv.normalize(torch.empty(4, 3, device="meta"))
+    assert got.device.type == "meta" and got.shape == (4, 3)
+    with pytest.raises(ValueError, match="sums to 0"):
+        kldiv.normalize(np.zeros((2, 3)))

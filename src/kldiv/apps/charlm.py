@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from . import plots, runs
 from .errors import CommandError
+from .progress import Progress
 
 UNKNOWN = "\ufffd"
 
@@ -85,6 +86,8 @@ def read_text_file(spec: str, max_chars: int) -> str:
         raise CommandError(f"--text: file {spec!r} does not exist")
     if path.is_dir():
         raise CommandError(f"--text: {spec!r} is a folder, not a text file")
+    if not path.is_file():  # reading a FIFO or a device could block forever
+        raise CommandError(f"--text: {spec!r} is not a regular file (a FIFO, device or socket); give a text file")
     data = path.read_bytes()[: 4 * max_chars]
     if not data.strip():
         raise CommandError(f"--text: {spec!r} is empty; give a UTF-8 text file with some content")
@@ -223,7 +226,7 @@ def prepare_corpus(text: str | None, max_chars: int, seq_len: int) -> Corpus:
 
 
 def run_steps(
-    folder: Path,
+    run: runs.RunFolder,
     model: nn.Module,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]],
     evaluate: Callable[[], dict[str, Any]],
@@ -231,30 +234,33 @@ def run_steps(
     train_ids: torch.Tensor,
     config: dict[str, Any],
     title: str,
-    resume: bool,
+    checkpoint: dict[str, Any] | None,
+    initial_files: dict[str, Any],
+    fingerprint: str | None = None,
     progress: bool,
     on_step: Callable[[int], None] | None,
 ) -> list[dict[str, Any]]:
-    """Adam steps on random windows; every ``eval_every`` steps evaluate and checkpoint the run folder."""
+    """Adam steps on random windows; every ``eval_every`` steps evaluate and commit a checkpoint generation.
+
+    ``checkpoint`` (verified, from ``run.load_checkpoint()``) is restored before anything is written; the first
+    generation then holds ``initial_files`` (name -> JSON object: the config, the vocabulary) and the state.
+    Each checkpoint records ``fingerprint``, the SHA-256 of the training data (see :func:`check_data`).
+    """
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
     generator = torch.Generator().manual_seed(config["seed"])
     history: list[dict[str, Any]] = []
     start = 0
-    if resume:
-        checkpoint = runs.restore_checkpoint(folder, model, optimizer, generator)
+    if checkpoint is not None:
+        runs.restore(checkpoint, model, optimizer, generator, run.path)
         history, start = checkpoint["history"], int(checkpoint["step"])
     total = config["steps"]
-    runs.atomic_write_json(folder / "state.json", {"status": "running", "step": start, "steps": total})
+    with run.generation():
+        for name, content in initial_files.items():
+            runs.atomic_write_json(run.path / name, content)
+        runs.atomic_write_json(run.path / "state.json", {"status": "running", "step": start, "steps": total})
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-        TimeRemainingColumn(), disable=not progress,
-    )
     try:
-        with bar:
-            task = bar.add_task(title, total=total, completed=start, stats="")
+        with Progress(title, total, start, enabled=progress) as bar:
             sums: dict[str, float] = {}
             count = 0
             started = time.perf_counter()
@@ -272,78 +278,128 @@ def run_steps(
                 count += 1
                 if on_step is not None:
                     on_step(step)
+                bar.advance()
                 done = step + 1
                 if done % config["eval_every"] == 0 or done == total:
                     row = {"step": done, **{k: v / count for k, v in sums.items()}, **evaluate()}
                     row["seconds"] = time.perf_counter() - started
                     history.append(row)
                     sums, count, started = {}, 0, time.perf_counter()
-                    with runs.deferred_interrupt():
+                    with run.generation():
                         runs.save_torch(
-                            folder / "checkpoint.pt",
+                            run.path / "checkpoint.pt",
                             {
                                 "model": model.state_dict(),
                                 "optimizer": optimizer.state_dict(),
                                 "rng": {"torch": torch.get_rng_state(), "shuffle": generator.get_state()},
                                 "history": history,
                                 "step": done,
+                                **({} if fingerprint is None else {"data_sha256": fingerprint}),
                             },
                         )
-                        runs.save_weights(folder / "model.safetensors", model.state_dict())
-                        runs.write_metrics(folder, history)
-                        runs.atomic_write_json(folder / "state.json", {"status": "running", "step": done, "steps": total})
+                        runs.save_weights(run.path / "model.safetensors", model.state_dict())
+                        runs.write_metrics(run.path, history)
+                        runs.atomic_write_json(run.path / "state.json", {"status": "running", "step": done, "steps": total})
                     stats = "  ".join(f"{k} {v:.3g}" for k, v in row.items() if k in ("train_loss", "heldout_perplexity", "kl_to_teacher", "agreement"))
-                    bar.update(task, stats=stats)
-                bar.update(task, advance=1)
+                    bar.note(stats)
     except KeyboardInterrupt:
-        with runs.deferred_interrupt():
-            last = history[-1]["step"] if history else 0
-            runs.atomic_write_json(folder / "state.json", {"status": "interrupted", "step": last, "steps": total})
+        last = history[-1]["step"] if history else 0
+        with run.generation():
+            runs.atomic_write_json(run.path / "state.json", {"status": "interrupted", "step": last, "steps": total})
         raise
     return history
 
 
-def train(config: LMConfig, folder: Path, *, resume: bool = False, progress: bool = True, on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Train the character model; write the run folder; return the report (held-out perplexity, samples)."""
+def check_vocabulary(run: runs.RunFolder, vocab: Vocabulary, what: str) -> None:
+    """On resume: the corpus must give the saved vocabulary, or every character would map to another id."""
+    saved = run.read_json("vocab.json")
+    if saved != vocab.chars:
+        raise CommandError(
+            f"{what} now gives a different vocabulary ({len(vocab)} characters) than when the run in "
+            f"{str(run.path)!r} started ({len(saved) if isinstance(saved, list) else '?'} characters), so characters "
+            "would map to other ids; resume with the original text, or start a new run in another --out"
+        )
+
+
+def check_step_memory(config: dict[str, Any], vocab_size: int) -> None:
+    """The working memory of one step (logits and their gradients, the GRU's gates and states, float32)."""
+    positions = config["batch_size"] * config["seq_len"]
+    per_position = 4 * (4 * vocab_size + 8 * config["hidden"] * config["layers"] + 2 * config["embed"]) + 16
+    sizes = " ".join(f"--{k.replace('_', '-')} {config[k]}" for k in ("batch_size", "seq_len", "embed", "hidden", "layers"))
+    runs.check_memory(positions * per_position, f"{sizes} (vocabulary {vocab_size})")
+
+
+def check_data(checkpoint: dict[str, Any] | None, fingerprint: str, what: str) -> None:
+    """On resume: the training data must be what the checkpoint was trained on (its SHA-256)."""
+    saved = None if checkpoint is None else checkpoint.get("data_sha256")
+    if saved is not None and saved != fingerprint:
+        raise CommandError(
+            f"{what} is not the data this run was trained on (its content changed since the checkpoint); resume "
+            "with the original data, or start a new run in another --out"
+        )
+
+
+def train(
+    config: LMConfig, folder: Path, *, resume: bool = False, force: bool = False, progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Train the character model; write the run folder; return the report (held-out perplexity, samples).
+
+    ``resume`` continues the run in ``folder`` (its options must equal ``config`` except ``steps``); every input
+    is validated, and the checkpoint verified and restored, before anything is written.
+    """
     folder = Path(folder)
     config.validate()
-    folder.mkdir(parents=True, exist_ok=True)
-    corpus = prepare_corpus(config.text, config.max_chars, config.seq_len)
-    torch.manual_seed(config.seed)
-    settings = dataclasses.asdict(config)
-    model = build_model(settings, len(corpus.vocab))
-    runs.atomic_write_json(folder / "config.json", settings)
-    runs.atomic_write_json(folder / "vocab.json", corpus.vocab.chars)
-    held_in, held_out = heldout_windows(corpus.heldout, config.seq_len, config.eval_chars)
-
-    def loss_fn(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        logits, _ = model(inputs)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)), {}
-
-    history = run_steps(
-        folder, model, loss_fn, lambda: {"heldout_perplexity": perplexity(model, held_in, held_out)},
-        train_ids=corpus.train, config=settings, title="char GRU steps", resume=resume, progress=progress, on_step=on_step,
-    )
-    prompt = corpus.vocab.decode(corpus.heldout[:32])
-    report = {
-        "corpus_chars": len(corpus.train) + len(corpus.heldout),
-        "vocab_size": len(corpus.vocab),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "steps": history[-1]["step"],
-        "heldout_perplexity": history[-1]["heldout_perplexity"],
-        "bits_per_char": math.log2(history[-1]["heldout_perplexity"]),
-        "samples": [generate(model, corpus.vocab, prompt, 200, seed=config.seed + i) for i in range(2)],
-    }
-    with runs.deferred_interrupt():
-        runs.atomic_write_json(folder / "report.json", report)
-        runs.atomic_write_text(folder / "samples.txt", "\n\n----------\n\n".join(report["samples"]) + "\n")
-        plots.curves(
-            folder / "loss.png", [r["step"] for r in history],
-            {"train cross-entropy (nats/char)": [r["train_loss"] for r in history],
-             "held-out log perplexity": [math.log(r["heldout_perplexity"]) for r in history]},
-            xlabel="step", ylabel="nats per character", title="character GRU",
+    with runs.RunFolder(folder, resume=resume, force=force) as run:
+        corpus = prepare_corpus(config.text, config.max_chars, config.seq_len)
+        settings = dataclasses.asdict(config)
+        text_name = "the standard library source" if config.text is None else f"--text {config.text!r}"
+        checkpoint = None
+        if resume:
+            runs.check_resume(run.saved_config(), settings, changeable=("steps",))
+            check_vocabulary(run, corpus.vocab, text_name)
+            checkpoint = run.load_checkpoint() if run.has_checkpoint else None
+        fingerprint = runs.fingerprint(torch.cat([corpus.train, corpus.heldout]).numpy().tobytes())
+        check_data(checkpoint, fingerprint, text_name)
+        check_step_memory(settings, len(corpus.vocab))
+        torch.manual_seed(config.seed)
+        model = runs.build_model(
+            lambda: build_model(settings, len(corpus.vocab)),
+            f"--embed {config.embed} --hidden {config.hidden} --layers {config.layers}",
         )
-        runs.atomic_write_json(folder / "state.json", {"status": "finished", "step": history[-1]["step"], "steps": config.steps})
+        held_in, held_out = heldout_windows(corpus.heldout, config.seq_len, config.eval_chars)
+
+        def loss_fn(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+            logits, _ = model(inputs)
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)), {}
+
+        history = run_steps(
+            run, model, loss_fn, lambda: {"heldout_perplexity": perplexity(model, held_in, held_out)},
+            train_ids=corpus.train, config=settings, title="char GRU steps",
+            checkpoint=checkpoint, initial_files={"config.json": settings, "vocab.json": corpus.vocab.chars},
+            fingerprint=fingerprint, progress=progress,
+            on_step=on_step,
+        )
+        prompt = corpus.vocab.decode(corpus.heldout[:32])
+        report = {
+            "corpus_chars": len(corpus.train) + len(corpus.heldout),
+            "vocab_size": len(corpus.vocab),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "steps": history[-1]["step"],
+            "heldout_perplexity": history[-1]["heldout_perplexity"],
+            "bits_per_char": math.log2(history[-1]["heldout_perplexity"]),
+            "samples": [generate(model, corpus.vocab, prompt, 200, seed=config.seed + i) for i in range(2)],
+        }
+        with run.generation():
+            runs.atomic_write_json(folder / "report.json", report)
+            runs.atomic_write_text(folder / "samples.txt", "\n\n----------\n\n".join(report["samples"]) + "\n")
+            plots.curves(
+                folder / "loss.png", [r["step"] for r in history],
+                {"train cross-entropy (nats/char)": [r["train_loss"] for r in history],
+                 "held-out log perplexity": [math.log(r["heldout_perplexity"]) for r in history]},
+                xlabel="step", ylabel="nats per character", title="character GRU",
+            )
+            runs.atomic_write_json(folder / "state.json", {"status": "finished", "step": history[-1]["step"], "steps": config.steps})
     return report
 
 
@@ -356,12 +412,16 @@ def load_trained(folder: Path) -> tuple[CharGRU, Vocabulary, dict[str, Any]]:
         raise CommandError(
             f"--teacher: {str(folder)!r} is not a `kldiv train lm` run folder (missing {', '.join(missing)})"
         )
+    manifest = runs.read_manifest(folder)
     try:
-        config = json.loads(needed[0].read_text())
-        vocab = Vocabulary(json.loads(needed[1].read_text()))
-        model = build_model(config, len(vocab))
-        model.load_state_dict(runs.load_weights(needed[2]))
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        config = json.loads(runs.read_verified(needed[0], manifest))
+        vocab = Vocabulary(json.loads(runs.read_verified(needed[1], manifest)))
+        weights = runs.weights_from_bytes(runs.read_verified(needed[2], manifest), repr(str(needed[2])))
+        model = runs.build_model(lambda: build_model(config, len(vocab)), "--teacher")
+        model.load_state_dict(weights)
+    except CommandError as error:
+        raise CommandError(f"--teacher: {error}") from None
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
         raise CommandError(f"--teacher: cannot load the model in {str(folder)!r} ({str(error).splitlines()[0]})") from None
     model.eval()
     for parameter in model.parameters():

@@ -133,80 +133,109 @@ def step_loss(
 
 
 def distill(
-    config: DistillConfig, folder: Path, *, resume: bool = False, progress: bool = True, on_step: Callable[[int], None] | None = None
+    config: DistillConfig, folder: Path, *, resume: bool = False, force: bool = False, progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Train the student; write the run folder (a loadable ``train lm`` folder itself); return the report."""
+    """Train the student; write the run folder (a loadable ``train lm`` folder itself); return the report.
+
+    The run folder may not be the teacher's folder or lie inside it. ``resume`` continues the run in ``folder``
+    (its options must equal ``config`` except ``steps``, and the teacher's weights must be the ones it started
+    with); every input is validated, and the checkpoint verified and restored, before anything is written.
+    """
     from ..nn import DistillationLoss
 
     folder = Path(folder)
     config.validate()
-    folder.mkdir(parents=True, exist_ok=True)
-    teacher, vocab, teacher_config = charlm.load_trained(Path(config.teacher))
-    if config.top_k is not None and config.top_k > len(vocab):
-        raise CommandError(f"--top-k is {config.top_k} but the teacher's vocabulary has only {len(vocab)} characters")
-    corpus = charlm.load_corpus(teacher_config.get("text"), teacher_config["max_chars"], config.seq_len)
-    ids = vocab.encode(corpus)
-    split = int(len(ids) * 0.9)
-    train_ids, heldout_ids = ids[:split], ids[split:]
-    torch.manual_seed(config.seed)
-    settings = dataclasses.asdict(config)
-    student = charlm.build_model(settings, len(vocab))
-    runs.atomic_write_json(folder / "config.json", {**settings, "text": teacher_config.get("text"), "max_chars": teacher_config["max_chars"]})
-    runs.atomic_write_json(folder / "vocab.json", vocab.chars)
-    held_in, held_out = charlm.heldout_windows(heldout_ids, config.seq_len, config.eval_chars)
-    teacher_heldout = charlm.logits_in_chunks(teacher, held_in)
-    teacher_perplexity = math.exp(float(F.cross_entropy(teacher_heldout.reshape(-1, len(vocab)), held_out.reshape(-1))))
-    loss_module = DistillationLoss(
-        config.divergence, beta=config.beta, alpha=config.alpha, temperature=config.temperature,
-        scale_by_temperature_squared=True,
-    )
-    w = config.hard_label_weight
-    bytes_dense = config.batch_size * config.seq_len * len(vocab) * 4
-    bytes_topk = config.batch_size * config.seq_len * (config.top_k or 0) * (4 + 8)
-
-    def loss_fn(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        return step_loss(student, teacher, loss_module, inputs, targets, hard_label_weight=w, top_k=config.top_k)
-
-    started = time.perf_counter()
-    history = charlm.run_steps(
-        folder, student, loss_fn, lambda: heldout_report(student, teacher_heldout, held_in, held_out),
-        train_ids=train_ids, config=settings, title=f"distil ({config.label})", resume=resume, progress=progress,
-        on_step=on_step,
-    )
-    seconds = time.perf_counter() - started
-    last = history[-1]
-    prompt = vocab.decode(heldout_ids[:32])
-    report = {
-        "method": config.label,
-        "steps": last["step"],
-        "heldout_perplexity": last["heldout_perplexity"],
-        "kl_to_teacher": last["kl_to_teacher"],
-        "agreement": last["agreement"],
-        "teacher_perplexity": teacher_perplexity,
-        "teacher_parameters": sum(p.numel() for p in teacher.parameters()),
-        "student_parameters": sum(p.numel() for p in student.parameters()),
-        "teacher_logit_bytes_per_batch": None if w == 1.0 else (bytes_topk if config.top_k else bytes_dense),
-        "dense_teacher_logit_bytes_per_batch": bytes_dense,
-        "train_seconds_this_session": seconds,
-        "samples": [charlm.generate(student, vocab, prompt, 200, seed=config.seed + i) for i in range(2)],
-    }
-    with runs.deferred_interrupt():
-        runs.atomic_write_json(folder / "report.json", report)
-        runs.atomic_write_text(folder / "samples.txt", "\n\n----------\n\n".join(report["samples"]) + "\n")
-        steps = [r["step"] for r in history]
-        plots.curves(
-            folder / "heldout.png", steps,
-            {"student perplexity": [r["heldout_perplexity"] for r in history],
-             "teacher perplexity": [teacher_perplexity] * len(history)},
-            xlabel="step", ylabel="held-out perplexity", title=f"distillation: {config.label}",
+    if runs.same_or_inside(folder, config.teacher):
+        raise CommandError(
+            f"--out {str(folder)!r} is the teacher's run folder or inside it ({config.teacher!r}); the student would "
+            "overwrite the teacher's files; choose another --out"
         )
-        plots.curves(
-            folder / "teacher_gap.png", steps,
-            {"KL(teacher ‖ student), nats/char": [r["kl_to_teacher"] for r in history],
-             "top-1 agreement": [r["agreement"] for r in history]},
-            xlabel="step", ylabel="", title="how close the student is to the teacher (held out)",
+    with runs.RunFolder(folder, resume=resume, force=force) as run:
+        teacher, vocab, teacher_config = charlm.load_trained(Path(config.teacher))
+        teacher_weights = runs.fingerprint(runs.read_verified(Path(config.teacher) / "model.safetensors"))
+        if config.top_k is not None and config.top_k > len(vocab):
+            raise CommandError(f"--top-k is {config.top_k} but the teacher's vocabulary has only {len(vocab)} characters")
+        settings = dataclasses.asdict(config)
+        checkpoint = None
+        if resume:
+            saved = run.saved_config()
+            runs.check_resume(saved, settings, changeable=("steps",))
+            if saved.get("teacher_sha256", teacher_weights) != teacher_weights:
+                raise CommandError(
+                    f"--resume: the teacher's weights in {config.teacher!r} changed since this run started; resume "
+                    "with the original teacher, or start a new run in another --out"
+                )
+            checkpoint = run.load_checkpoint() if run.has_checkpoint else None
+        corpus = charlm.load_corpus(teacher_config.get("text"), teacher_config["max_chars"], config.seq_len)
+        fingerprint = runs.fingerprint(corpus)
+        charlm.check_data(checkpoint, fingerprint, "the teacher's text")
+        ids = vocab.encode(corpus)
+        split = int(len(ids) * 0.9)
+        train_ids, heldout_ids = ids[:split], ids[split:]
+        charlm.check_step_memory(settings, len(vocab))
+        torch.manual_seed(config.seed)
+        student = runs.build_model(
+            lambda: charlm.build_model(settings, len(vocab)),
+            f"--embed {config.embed} --hidden {config.hidden} --layers {config.layers}",
         )
-        runs.atomic_write_json(folder / "state.json", {"status": "finished", "step": last["step"], "steps": config.steps})
+        held_in, held_out = charlm.heldout_windows(heldout_ids, config.seq_len, config.eval_chars)
+        teacher_heldout = charlm.logits_in_chunks(teacher, held_in)
+        teacher_perplexity = math.exp(float(F.cross_entropy(teacher_heldout.reshape(-1, len(vocab)), held_out.reshape(-1))))
+        loss_module = DistillationLoss(
+            config.divergence, beta=config.beta, alpha=config.alpha, temperature=config.temperature,
+            scale_by_temperature_squared=True,
+        )
+        w = config.hard_label_weight
+        bytes_dense = config.batch_size * config.seq_len * len(vocab) * 4
+        bytes_topk = config.batch_size * config.seq_len * (config.top_k or 0) * (4 + 8)
+
+        def loss_fn(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+            return step_loss(student, teacher, loss_module, inputs, targets, hard_label_weight=w, top_k=config.top_k)
+
+        saved_config = {**settings, "text": teacher_config.get("text"), "max_chars": teacher_config["max_chars"],
+                        "teacher_sha256": teacher_weights}
+        started = time.perf_counter()
+        history = charlm.run_steps(
+            run, student, loss_fn, lambda: heldout_report(student, teacher_heldout, held_in, held_out),
+            train_ids=train_ids, config=settings, title=f"distil ({config.label})", checkpoint=checkpoint,
+            initial_files={"config.json": saved_config, "vocab.json": vocab.chars}, fingerprint=fingerprint,
+            progress=progress, on_step=on_step,
+        )
+        seconds = time.perf_counter() - started
+        last = history[-1]
+        prompt = vocab.decode(heldout_ids[:32])
+        report = {
+            "method": config.label,
+            "steps": last["step"],
+            "heldout_perplexity": last["heldout_perplexity"],
+            "kl_to_teacher": last["kl_to_teacher"],
+            "agreement": last["agreement"],
+            "teacher_perplexity": teacher_perplexity,
+            "teacher_parameters": sum(p.numel() for p in teacher.parameters()),
+            "student_parameters": sum(p.numel() for p in student.parameters()),
+            "teacher_logit_bytes_per_batch": None if w == 1.0 else (bytes_topk if config.top_k else bytes_dense),
+            "dense_teacher_logit_bytes_per_batch": bytes_dense,
+            "train_seconds_this_session": seconds,
+            "samples": [charlm.generate(student, vocab, prompt, 200, seed=config.seed + i) for i in range(2)],
+        }
+        with run.generation():
+            runs.atomic_write_json(folder / "report.json", report)
+            runs.atomic_write_text(folder / "samples.txt", "\n\n----------\n\n".join(report["samples"]) + "\n")
+            steps = [r["step"] for r in history]
+            plots.curves(
+                folder / "heldout.png", steps,
+                {"student perplexity": [r["heldout_perplexity"] for r in history],
+                 "teacher perplexity": [teacher_perplexity] * len(history)},
+                xlabel="step", ylabel="held-out perplexity", title=f"distillation: {config.label}",
+            )
+            plots.curves(
+                folder / "teacher_gap.png", steps,
+                {"KL(teacher ‖ student), nats/char": [r["kl_to_teacher"] for r in history],
+                 "top-1 agreement": [r["agreement"] for r in history]},
+                xlabel="step", ylabel="", title="how close the student is to the teacher (held out)",
+            )
+            runs.atomic_write_json(folder / "state.json", {"status": "finished", "step": last["step"], "steps": config.steps})
     return report
 
 

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from .. import vae as kvae
 from . import plots, runs
 from .errors import CommandError
+from .progress import Progress
 
 
 @dataclass
@@ -102,12 +103,20 @@ def load_data(spec: str, likelihood: str, seed: int) -> Dataset:
         path = Path(spec)
         if path.suffix.lower() != ".npy":
             raise CommandError(f"--data must be 'digits' or a .npy file, got {spec!r}")
-        if not path.is_file():
+        if not path.exists():
             raise CommandError(f"--data: file {spec!r} does not exist")
+        if not path.is_file():  # a folder, or a FIFO or device, whose reading could block forever
+            raise CommandError(f"--data: {spec!r} is not a regular file; give a .npy file")
         try:
             array = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as error:
-            raise CommandError(f"--data: cannot read {spec!r} as a .npy array ({str(error).splitlines()[0]})") from None
+        except MemoryError:
+            raise CommandError(f"--data: {spec!r} declares an array too large for this machine's memory") from None
+        except Exception as error:  # a damaged header raises whatever NumPy's header parser meets (tokenize, EOF)
+            detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise CommandError(f"--data: cannot read {spec!r} as a .npy array ({detail})") from None
+        if not isinstance(array, np.ndarray):  # np.load opens a zip archive (.npz, torch.save) as an NpzFile
+            raise CommandError(f"--data: {spec!r} is a zip archive (.npz or torch.save), not a .npy array; "
+                               "numpy.save one array")
         if array.dtype.kind not in "biuf":
             raise CommandError(f"--data: {spec!r} holds {array.dtype} values, not numbers")
         if array.ndim not in (2, 3):
@@ -242,6 +251,7 @@ def train(
     folder: Path,
     *,
     resume: bool = False,
+    force: bool = False,
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
@@ -250,15 +260,38 @@ def train(
 
     ``on_step(step)`` and ``on_epoch(epoch, row)`` are called after each optimiser step and after each saved
     epoch (tests raise ``KeyboardInterrupt`` from them). An interrupt leaves the folder at the last completed
-    epoch with ``state.json`` saying ``interrupted``, and re-raises.
+    epoch with ``state.json`` saying ``interrupted``, and re-raises. ``resume`` continues the run in ``folder``
+    (its options must equal ``config`` except ``epochs``); every input is validated, and the checkpoint verified
+    and restored, before anything is written; each epoch's files are committed as one generation
+    (:class:`kldiv.apps.runs.RunFolder`).
     """
     folder = Path(folder)
     config.validate()
-    folder.mkdir(parents=True, exist_ok=True)
+    with runs.RunFolder(folder, resume=resume, force=force) as run:
+        return _train(run, config, progress=progress, on_step=on_step, on_epoch=on_epoch)
+
+
+def _train(
+    run: runs.RunFolder, config: VAEConfig, *, progress: bool, on_step: Callable[[int], None] | None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    folder = run.path
     data = load_data(config.data, config.likelihood, config.seed)
+    checkpoint = None
+    if run.resume:
+        runs.check_resume(run.saved_config(), dataclasses.asdict(config), changeable=("epochs",))
+        checkpoint = run.load_checkpoint() if run.has_checkpoint else None
+    fingerprint = runs.fingerprint(torch.cat([data.train, data.heldout]).numpy().tobytes())
+    if checkpoint is not None and checkpoint.get("data_sha256", fingerprint) != fingerprint:
+        raise CommandError(
+            f"--data {config.data!r} is not the data this run was trained on (its content changed since the "
+            "checkpoint); resume with the original data, or start a new run in another --out"
+        )
     torch.manual_seed(config.seed)
-    model = MLPVAE(
-        data.train.shape[1], config.latent, config.hidden, variational=config.model == "vae", likelihood=config.likelihood
+    model = runs.build_model(
+        lambda: MLPVAE(data.train.shape[1], config.latent, config.hidden, variational=config.model == "vae",
+                       likelihood=config.likelihood),
+        f"--latent {config.latent} --hidden {config.hidden}",
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     generator = torch.Generator().manual_seed(config.seed)
@@ -268,23 +301,17 @@ def train(
     capacity = kvae.LinearWarmup(total_steps, start=0.0, stop=config.capacity) if config.capacity is not None else None
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    if resume:
-        checkpoint = runs.restore_checkpoint(folder, model, optimizer, generator)
+    if checkpoint is not None:
+        runs.restore(checkpoint, model, optimizer, generator, folder)
         history = checkpoint["history"]
-        start_epoch = int(checkpoint["epoch"])
-    runs.atomic_write_json(folder / "config.json", dataclasses.asdict(config))
-    runs.atomic_write_json(folder / "state.json", {"status": "running", "epoch": start_epoch, "epochs": config.epochs})
+        start_epoch = int(checkpoint.get("epoch", 0))
+    with run.generation():
+        runs.atomic_write_json(folder / "config.json", dataclasses.asdict(config))
+        runs.atomic_write_json(folder / "state.json", {"status": "running", "epoch": start_epoch, "epochs": config.epochs})
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-        TimeRemainingColumn(), disable=not progress, transient=False,
-    )
     row: dict[str, Any] = history[-1] if history else {}
     try:
-        with bar:
-            task = bar.add_task(f"{config.model.upper()} epochs", total=config.epochs, completed=start_epoch, stats="")
+        with Progress(f"{config.model.upper()} epochs", config.epochs, start_epoch, enabled=progress) as bar:
             for epoch in range(start_epoch, config.epochs):
                 started = time.perf_counter()
                 order = torch.randperm(len(data.train), generator=generator)
@@ -325,30 +352,33 @@ def train(
                 row.update(evaluate(model, data.heldout, config.seed))
                 row["seconds"] = time.perf_counter() - started
                 history.append(row)
-                with runs.deferred_interrupt():
-                    _save(folder, model, optimizer, generator, history, epoch + 1, config)
+                with run.generation():
+                    _save(folder, model, optimizer, generator, history, epoch + 1, config, fingerprint)
                 stats = f"loss {row['train_loss']:.2f}  recon {row['heldout_recon']:.2f}"
                 if row["heldout_kl"] is not None:
                     stats += f"  KL {row['heldout_kl']:.2f}  ELBO {row['heldout_elbo']:.2f}"
-                bar.update(task, advance=1, stats=stats)
+                bar.advance()
+                bar.note(stats)
                 if on_epoch is not None:
                     on_epoch(epoch + 1, row)
     except KeyboardInterrupt:
-        with runs.deferred_interrupt():
+        with run.generation():
             runs.atomic_write_json(
                 folder / "state.json", {"status": "interrupted", "epoch": len(history), "epochs": config.epochs}
             )
         raise
-    with runs.deferred_interrupt():
+    with run.generation():
         write_plots(folder, model, data, history, config)
         runs.atomic_write_json(folder / "state.json", {"status": "finished", "epoch": len(history), "epochs": config.epochs})
     return row
 
 
-def _save(folder: Path, model: MLPVAE, optimizer: Any, generator: torch.Generator, history: list, epoch: int, config: VAEConfig) -> None:
+def _save(folder: Path, model: MLPVAE, optimizer: Any, generator: torch.Generator, history: list, epoch: int,
+          config: VAEConfig, fingerprint: str) -> None:
     runs.save_torch(
         folder / "checkpoint.pt",
-        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": _rng_state(generator), "history": history, "epoch": epoch},
+        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": _rng_state(generator), "history": history,
+         "epoch": epoch, "data_sha256": fingerprint},
     )
     runs.save_weights(folder / "model.safetensors", model.state_dict())
     runs.write_metrics(folder, history)

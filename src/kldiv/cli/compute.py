@@ -62,6 +62,9 @@ def compute(
     p: Annotated[str, typer.Argument(help="P: inline numbers (0.1,0.9; ';' between rows) or a .npy/.csv/.txt/.json file")],
     q: Annotated[str, typer.Argument(help="Q: same forms as P")],
     from_logits: Annotated[bool, typer.Option("--from-logits", help="P and Q are logits / log-probabilities")] = False,
+    normalize: Annotated[
+        bool, typer.Option("--normalize", help="divide P and Q by their sums along --axis first (counts or weights)")
+    ] = False,
     base: Annotated[float | None, typer.Option(help="units: 2 for bits; default nats")] = None,
     axis: Annotated[int, typer.Option(help="axis holding each distribution")] = -1,
     measure: Annotated[
@@ -74,7 +77,11 @@ def compute(
     unknown = [n for n in names if n not in MEASURES]
     if unknown:
         raise CommandError(f"unknown measure {unknown[0]!r}; choose from {', '.join(MEASURES)}")
+    if normalize and from_logits:
+        raise CommandError("--normalize divides weights by their sum; logits (--from-logits) need no normalising")
     a, b = load_array(p, "P"), load_array(q, "Q")
+    if normalize:
+        a, b = kldiv.normalize(a, axis=axis), kldiv.normalize(b, axis=axis)
     rows = []
     for name in names:
         function, label, takes_base, directed = MEASURES[name]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ._errors import CommandError
+from ._runs import run_options
+from .train import RESUME_HELP
 
 
 def distill(
+    ctx: typer.Context,
     teacher: Annotated[Path, typer.Option(help="run folder of `kldiv train lm` (the teacher)")] = Path("runs/lm"),
     divergence: Annotated[str, typer.Option(help="kl, reverse_kl, js, skew_kl, skew_reverse_kl or tvd")] = "kl",
     temperature: Annotated[float, typer.Option(help="softmax temperature T of both models (loss scaled by T²)")] = 1.0,
@@ -23,37 +26,23 @@ def distill(
     layers: Annotated[int, typer.Option(help="student GRU layers")] = 1,
     seq_len: Annotated[int, typer.Option(help="characters per training window")] = 64,
     batch_size: Annotated[int, typer.Option(help="windows per step")] = 32,
-    steps: Annotated[int | None, typer.Option(help="optimiser steps [default: 500; with --resume: the saved value]")] = None,
+    steps: Annotated[int, typer.Option(help="optimiser steps (with --resume: the saved value unless given)")] = 500,
     learning_rate: Annotated[float, typer.Option(help="Adam learning rate")] = 3e-3,
     eval_every: Annotated[int, typer.Option(help="evaluate and checkpoint every N steps")] = 100,
     eval_chars: Annotated[int, typer.Option(help="held-out characters used for evaluation")] = 20_000,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     out: Annotated[Path, typer.Option(help="run folder of the student")] = Path("runs/distill"),
-    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its last checkpoint")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help=RESUME_HELP)] = False,
     force: Annotated[bool, typer.Option("--force", help="overwrite a non-empty --out")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
 ) -> None:
     """Distil a trained character GRU into a smaller student; report perplexity, KL to the teacher, agreement."""
     from ..apps import distill as app
-    from ..apps import runs
 
-    config = app.DistillConfig(
-        teacher=str(teacher), divergence=divergence, temperature=temperature, hard_label_weight=hard_label_weight,
-        top_k=top_k, beta=beta, alpha=alpha, embed=embed, hidden=hidden, layers=layers, seq_len=seq_len,
-        batch_size=batch_size, steps=500 if steps is None else steps, learning_rate=learning_rate,
-        eval_every=eval_every, eval_chars=eval_chars, seed=seed,
-    ).validate()
-    saved = runs.prepare_folder(out, resume=resume, force=force)
-    if saved is not None:
-        saved = {k: v for k, v in saved.items() if k in {f.name for f in app.dataclasses.fields(app.DistillConfig)}}
-        if steps is not None:
-            saved["steps"] = steps
-        try:
-            config = app.DistillConfig(**saved).validate()
-        except TypeError as error:
-            raise CommandError(f"--resume: {str(out / 'config.json')!r} is not a distillation run's config ({error})") from None
+    fields = tuple(f.name for f in dataclasses.fields(app.DistillConfig))
+    config = app.DistillConfig(**run_options(ctx, fields, out, resume)).validate()
     try:
-        report = app.distill(config, out, resume=resume, progress=not quiet)
+        report = app.distill(config, out, resume=resume, force=force, progress=not quiet)
     except KeyboardInterrupt:
         import sys
 

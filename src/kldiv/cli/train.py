@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ._errors import CommandError
+from ._runs import run_options
 
 train_app = typer.Typer(
     help="Train a VAE/autoencoder on the bundled digits or a character GRU on the Python standard library.",
     no_args_is_help=True,
 )
 
-RESUME_HELP = "continue the run in --out from its last completed epoch/checkpoint (options are read from its config.json)"
+RESUME_HELP = (
+    "continue the run in --out from its last completed epoch/checkpoint with its saved options (a run stopped "
+    "before its first checkpoint starts again); only --epochs/--steps may change"
+)
 
 
 def _interrupted(folder: Path, what: str) -> None:
@@ -26,6 +30,7 @@ def _interrupted(folder: Path, what: str) -> None:
 
 @train_app.command("vae")
 def train_vae(
+    ctx: typer.Context,
     data: Annotated[str, typer.Option(help="'digits' (scikit-learn's bundled 8×8 digits) or a .npy of shape (n, d) or (n, h, w)")] = "digits",
     model: Annotated[str, typer.Option(help="vae, or ae for the deterministic autoencoder")] = "vae",
     likelihood: Annotated[str, typer.Option(help="bernoulli (data in [0, 1]) or gaussian")] = "bernoulli",
@@ -40,7 +45,7 @@ def train_vae(
     cycles: Annotated[int, typer.Option(help="cyclical schedule: number of cycles")] = 4,
     ratio: Annotated[float, typer.Option(help="cyclical schedule: fraction of each cycle spent ramping up")] = 0.5,
     ramp: Annotated[str, typer.Option(help="cyclical schedule: linear, cosine or sigmoid ramp")] = "linear",
-    epochs: Annotated[int | None, typer.Option(help="passes over the training data [default: 30; with --resume: the saved value]")] = None,
+    epochs: Annotated[int, typer.Option(help="passes over the training data (with --resume: the saved value unless given)")] = 30,
     batch_size: Annotated[int, typer.Option(help="samples per step")] = 64,
     learning_rate: Annotated[float, typer.Option(help="Adam learning rate")] = 1e-3,
     seed: Annotated[int, typer.Option(help="random seed (data split, initialisation, sampling)")] = 0,
@@ -50,23 +55,12 @@ def train_vae(
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
 ) -> None:
     """Train a VAE (or --model ae) with β, free bits, capacity and KL schedules; write metrics, plots and weights."""
-    from ..apps import runs, vae
+    from ..apps import vae
 
-    config = vae.VAEConfig(
-        data=data, model=model, likelihood=likelihood, latent=latent, hidden=hidden, beta=beta, free_bits=free_bits,
-        free_bits_mode=free_bits_mode, capacity=capacity, schedule=schedule, warmup_steps=warmup_steps, cycles=cycles,
-        ratio=ratio, ramp=ramp, epochs=30 if epochs is None else epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-    ).validate()
-    saved = runs.prepare_folder(out, resume=resume, force=force)
-    if saved is not None:
-        if epochs is not None:
-            saved["epochs"] = epochs
-        try:
-            config = vae.VAEConfig(**saved).validate()
-        except TypeError as error:
-            raise CommandError(f"--resume: {str(out / 'config.json')!r} is not a VAE run's config ({error})") from None
+    fields = tuple(f.name for f in dataclasses.fields(vae.VAEConfig))
+    config = vae.VAEConfig(**run_options(ctx, fields, out, resume)).validate()
     try:
-        row = vae.train(config, out, resume=resume, progress=not quiet)
+        row = vae.train(config, out, resume=resume, force=force, progress=not quiet)
     except KeyboardInterrupt:
         _interrupted(out, "epoch")
     _summary(out, row)
@@ -88,6 +82,7 @@ def _summary(folder: Path, row: dict) -> None:
 
 @train_app.command("lm")
 def train_lm(
+    ctx: typer.Context,
     text: Annotated[str | None, typer.Option(help="UTF-8 text file (default: the running Python's standard library source)")] = None,
     max_chars: Annotated[int, typer.Option(help="corpus cap in characters")] = 1_000_000,
     embed: Annotated[int, typer.Option(help="embedding size")] = 64,
@@ -95,7 +90,7 @@ def train_lm(
     layers: Annotated[int, typer.Option(help="GRU layers")] = 1,
     seq_len: Annotated[int, typer.Option(help="characters per training window")] = 64,
     batch_size: Annotated[int, typer.Option(help="windows per step")] = 32,
-    steps: Annotated[int | None, typer.Option(help="optimiser steps [default: 1000; with --resume: the saved value]")] = None,
+    steps: Annotated[int, typer.Option(help="optimiser steps (with --resume: the saved value unless given)")] = 1000,
     learning_rate: Annotated[float, typer.Option(help="Adam learning rate")] = 3e-3,
     eval_every: Annotated[int, typer.Option(help="evaluate and checkpoint every N steps")] = 100,
     eval_chars: Annotated[int, typer.Option(help="held-out characters used for evaluation")] = 20_000,
@@ -106,22 +101,12 @@ def train_lm(
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
 ) -> None:
     """Train a character-level GRU language model (next-character cross-entropy); report held-out perplexity."""
-    from ..apps import charlm, runs
+    from ..apps import charlm
 
-    config = charlm.LMConfig(
-        text=text, max_chars=max_chars, embed=embed, hidden=hidden, layers=layers, seq_len=seq_len, batch_size=batch_size,
-        steps=1000 if steps is None else steps, learning_rate=learning_rate, eval_every=eval_every, eval_chars=eval_chars, seed=seed,
-    ).validate()
-    saved = runs.prepare_folder(out, resume=resume, force=force)
-    if saved is not None:
-        if steps is not None:
-            saved["steps"] = steps
-        try:
-            config = charlm.LMConfig(**saved).validate()
-        except TypeError as error:
-            raise CommandError(f"--resume: {str(out / 'config.json')!r} is not a `train lm` run's config ({error})") from None
+    fields = tuple(f.name for f in dataclasses.fields(charlm.LMConfig))
+    config = charlm.LMConfig(**run_options(ctx, fields, out, resume)).validate()
     try:
-        report = charlm.train(config, out, resume=resume, progress=not quiet)
+        report = charlm.train(config, out, resume=resume, force=force, progress=not quiet)
     except KeyboardInterrupt:
         _interrupted(out, "checkpoint")
     from rich.console import Console

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sysconfig
 import time
 from collections import Counter
@@ -62,12 +63,14 @@ class LMConfig:
 def stdlib_text(max_chars: int) -> str:
     """The standard library's ``.py`` sources in sorted path order, up to ``max_chars`` characters."""
     root = Path(sysconfig.get_paths()["stdlib"])
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        # installed packages live under the stdlib folder: never walk them (tens of thousands of files)
+        subfolders[:] = [name for name in subfolders if name not in ("site-packages", "dist-packages")]
+        found += [Path(folder, name) for name in files if name.endswith(".py")]
     parts: list[str] = []
     total = 0
-    for path in sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix()):
-        relative = path.relative_to(root).parts
-        if "site-packages" in relative or "dist-packages" in relative:
-            continue
+    for path in sorted(found, key=lambda p: p.relative_to(root).as_posix()):
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
@@ -222,6 +225,13 @@ def prepare_corpus(text: str | None, max_chars: int, seq_len: int) -> Corpus:
     return Corpus(vocab, ids[:split], ids[split:])
 
 
+ESTIMATE_AFTER = 10  # steps timed before the run's duration is estimated and printed
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
 def run_steps(
     folder: Path,
     model: nn.Module,
@@ -235,7 +245,10 @@ def run_steps(
     progress: bool,
     on_step: Callable[[int], None] | None,
 ) -> list[dict[str, Any]]:
-    """Adam steps on random windows; every ``eval_every`` steps evaluate and checkpoint the run folder."""
+    """Adam steps on random windows; every ``eval_every`` steps evaluate and checkpoint the run folder.
+
+    With ``progress``, the time per step is measured over the first :data:`ESTIMATE_AFTER` steps and the
+    remaining time printed once (evaluations add a few per cent at the default sizes)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
     generator = torch.Generator().manual_seed(config["seed"])
     history: list[dict[str, Any]] = []
@@ -257,7 +270,7 @@ def run_steps(
             task = bar.add_task(title, total=total, completed=start, stats="")
             sums: dict[str, float] = {}
             count = 0
-            started = time.perf_counter()
+            started = run_started = time.perf_counter()
             for step in range(start, total):
                 inputs, targets = batches(train_ids, config["batch_size"], config["seq_len"], generator)
                 loss, parts = loss_fn(inputs, targets)
@@ -273,6 +286,13 @@ def run_steps(
                 if on_step is not None:
                     on_step(step)
                 done = step + 1
+                if progress and done - start == ESTIMATE_AFTER and total - done > ESTIMATE_AFTER:
+                    per_step = (time.perf_counter() - run_started) / ESTIMATE_AFTER
+                    bar.console.print(
+                        f"{per_step:.2f} s per step on this machine: the remaining {total - done} steps take about "
+                        f"{_duration(per_step * (total - done))} (Ctrl-C keeps the last checkpoint; --resume continues)",
+                        highlight=False,
+                    )
                 if done % config["eval_every"] == 0 or done == total:
                     row = {"step": done, **{k: v / count for k, v in sums.items()}, **evaluate()}
                     row["seconds"] = time.perf_counter() - started

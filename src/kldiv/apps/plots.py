@@ -29,17 +29,38 @@ def _save(fig: Any, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def curves(path: Path, x: Sequence[float], series: dict[str, Sequence[float]], *, xlabel: str, ylabel: str, title: str) -> None:
-    """Line plot of several series against ``x`` (missing values skipped)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+def _draw(ax: Any, x: Sequence[float], series: dict[str, Sequence[float]], *, xlabel: str, ylabel: str, title: str,
+          references: dict[str, float] | None = None) -> None:
     for label, values in series.items():
         points = [(a, b) for a, b in zip(x, values, strict=False) if b is not None and np.isfinite(b)]
         if points:
             ax.plot(*zip(*points, strict=True), marker="o" if len(points) < 30 else None, ms=3, label=label)
+    for label, value in (references or {}).items():
+        if value is not None and np.isfinite(value):
+            ax.axhline(value, color="grey", ls="--", lw=1, label=label)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
+
+
+def curves(path: Path, x: Sequence[float], series: dict[str, Sequence[float]], *, xlabel: str, ylabel: str, title: str) -> None:
+    """Line plot of several series against ``x`` (missing values skipped)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    _draw(ax, x, series, xlabel=xlabel, ylabel=ylabel, title=title)
+    _save(fig, path)
+
+
+def panels(path: Path, x: Sequence[float], panels: Sequence[dict[str, Any]], *, title: str) -> None:
+    """Side-by-side line plots sharing ``x``: each panel a dict with ``series`` (label → values), ``ylabel``,
+    ``title`` and optionally ``references`` (label → a horizontal dashed line) and ``xlabel``."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        _draw(ax, x, panel["series"], xlabel=panel.get("xlabel", "step"), ylabel=panel["ylabel"], title=panel["title"],
+              references=panel.get("references"))
+    fig.suptitle(title)
+    fig.tight_layout()
     _save(fig, path)
 
 

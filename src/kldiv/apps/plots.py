@@ -72,7 +72,7 @@ def bars(path: Path, values: Sequence[float], *, xlabel: str, ylabel: str, title
         ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"{threshold:g}")
         ax.legend()
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    ax.set_xticks(np.arange(len(values)))
+    ax.set_xticks(np.arange(len(values)), [str(i + 1) for i in range(len(values))])  # 1-based, as z₁, z₂, …
     _save(fig, path)
 
 

@@ -279,7 +279,7 @@ def diagnose(row: dict[str, Any]) -> list[str]:
     burda = f"Burda et al.'s count of active units is {row['active_units']} of {latent}"
     if used == 0:
         return [
-            f"Posterior collapse: the held-out KL is {total:.3f} nats over all {latent} latent dimensions, so the code "
+            f"Posterior collapse: the held-out KL is {total:.3f} nats over its {latent} latent dimension{'s' if latent > 1 else ''}, so the code "
             f"z carries at most {total:.3f} nats about an image; the encoder returns the prior for every input and "
             "the decoder draws the same average image whatever z is.",
             f"{burda}. {remedy}",
@@ -294,10 +294,11 @@ def diagnose(row: dict[str, Any]) -> list[str]:
             f"{'them' if len(collapsed) > 1 else 'it'}; the model uses {used} of its {latent} dimensions.",
             f"{burda} (it counts any dimension whose posterior mean varies at all). {remedy}",
         ]
+    who = {1: "the latent dimension carries", 2: "both latent dimensions carry"}.get(latent, f"all {latent} latent dimensions carry")
     low, high = min(kl_dims), max(kl_dims)
     spread = f"{low:.2f} nats" if latent == 1 else f"{low:.2f} to {high:.2f} nats each"
     return [
-        f"No posterior collapse: all {latent} latent dimension{'s' if latent > 1 else ''} carry information "
+        f"No posterior collapse: {who} information "
         f"({spread}). The held-out KL, {total:.2f} nats, bounds the information the code holds about an image; "
         f"the estimated mutual information I(x; z) is {row['mutual_information']:.2f} nats. {burda}."
     ]

@@ -11,6 +11,15 @@ torch = pytest.importorskip("torch")
 from kldiv.apps import tour, vae  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small models on a shared 2-core machine: one thread, as the tour runs them (two spin against each other)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_gaussian_scale_is_set_to_the_batch_mse_in_training_and_the_nll_is_the_normal_density():
     torch.manual_seed(0)
     model = vae.MLPVAE(6, 2, 8, likelihood="gaussian")

@@ -53,12 +53,13 @@ def curves(path: Path, x: Sequence[float], series: dict[str, Sequence[float]], *
 
 def panels(path: Path, x: Sequence[float], panels: Sequence[dict[str, Any]], *, title: str) -> None:
     """Side-by-side line plots sharing ``x``: each panel a dict with ``series`` (label → values), ``ylabel``,
-    ``title`` and optionally ``references`` (label → a horizontal dashed line) and ``xlabel``."""
+    ``title`` and optionally ``references`` (label → a horizontal dashed line), ``xlabel`` and ``yscale``."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
         _draw(ax, x, panel["series"], xlabel=panel.get("xlabel", "step"), ylabel=panel["ylabel"], title=panel["title"],
               references=panel.get("references"))
+        ax.set_yscale(panel.get("yscale", "linear"))
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)

@@ -308,7 +308,7 @@ def _run(console: Any, out: Path, settings: dict[str, int], *, quick: bool, firs
         {"series": {"from scratch": [r["heldout_perplexity"] for r in histories["scratch"]],
                     "distilled (KL)": [r["heldout_perplexity"] for r in histories["distilled"]]},
          "references": {"teacher": distilled["teacher_perplexity"]},
-         "ylabel": "held-out perplexity (lower is better)", "title": "perplexity on unseen text"},
+         "ylabel": "held-out perplexity (lower is better)", "title": "perplexity on unseen text", "yscale": "log"},
         {"series": {"from scratch": [r["kl_to_teacher"] for r in histories["scratch"]],
                     "distilled (KL)": [r["kl_to_teacher"] for r in histories["distilled"]]},
          "ylabel": "nats per character", "title": "KL(teacher ‖ student)"},
@@ -405,8 +405,8 @@ def _distill_blocks(teacher: dict, students: list[dict]) -> list[tuple[str, Any]
                    "(`kldiv distill --steps`) usually separate them.")
     blocks.append(("p", verdict))
     blocks.append(("img", ("comparison.png", "from scratch against distilled")))
-    blocks.append(("p", "Both students, measured on held-out text every few steps. Left: perplexity (lower is "
-                        "better; the dashed line is the teacher, the floor a student this small can approach). Middle: "
+    blocks.append(("p", "Both students, measured on held-out text every few steps. Left: perplexity on a log scale (lower "
+                        "is better; the dashed line is the teacher, the floor a student this small can approach). Middle: "
                         "KL(teacher ‖ student) per character, the quantity the distilled student minimises. Right: how "
                         "often the student's most likely next character is the teacher's."))
     blocks.append(("img", ("teacher/loss.png", "the teacher's training curve")))

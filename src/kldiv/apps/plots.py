@@ -59,7 +59,12 @@ def panels(path: Path, x: Sequence[float], panels: Sequence[dict[str, Any]], *, 
     for ax, panel in zip(axes[0], panels, strict=True):
         _draw(ax, x, panel["series"], xlabel=panel.get("xlabel", "step"), ylabel=panel["ylabel"], title=panel["title"],
               references=panel.get("references"))
-        ax.set_yscale(panel.get("yscale", "linear"))
+        if panel.get("yscale") == "log":  # plain numbers on the ticks, not 3×10¹
+            from matplotlib.ticker import FuncFormatter
+
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     fig.suptitle(title)
     fig.tight_layout()
     _save(fig, path)

@@ -27,7 +27,7 @@ def demo(
         False, "--force", help="write into a non-empty --out that kldiv demo did not make (its run folders still refused)"
     ),
 ) -> None:
-    """A guided tour of KL divergence: worked examples, then a VAE and a distillation run with a report (about 1.5 min)."""
+    """A guided tour of KL divergence: worked examples, then a VAE and a distillation run with a report (1–3 min on 2 cores)."""
     console = Console()
     if not discrete_only:
         from ..apps.tour import prepare_output

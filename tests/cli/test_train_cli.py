@@ -271,3 +271,16 @@ def test_bad_lm_options_give_one_line_and_exit_2(tmp_path, capsys, options, mess
     code, _, err = run(["train", "lm", "--out", str(tmp_path / "run"), *options], capsys)
     assert code == 2 and err.strip().count("\n") == 0
     assert message in err
+
+
+def test_train_lm_prints_a_time_estimate_after_its_first_steps(tmp_path, capsys):
+    argv = ["train", "lm", *[a for a in TINY_LM if a != "--quiet"], "--steps", "25", "--eval-every", "25",
+            "--out", str(tmp_path / "lm")]
+    out = ok(argv, capsys)
+    assert "s per step on this machine: the remaining 15 steps take about" in out
+
+
+def test_train_vae_says_in_plain_words_whether_the_posterior_collapsed(tmp_path, capsys):
+    out = ok(["train", "vae", *TINY_VAE, "--epochs", "1", "--out", str(tmp_path / "v")], capsys)
+    last = rows(tmp_path / "v")[-1]
+    assert " ".join(vae_app.diagnose(last)).split(":")[0] in out.replace("\n", " ")

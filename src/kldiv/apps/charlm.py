@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sysconfig
 import time
 from collections import Counter
@@ -25,7 +26,7 @@ from torch.nn import functional as F
 
 from . import plots, runs
 from .errors import CommandError
-from .progress import Progress
+from .progress import Progress, format_duration
 
 UNKNOWN = "\ufffd"
 
@@ -63,12 +64,14 @@ class LMConfig:
 def stdlib_text(max_chars: int) -> str:
     """The standard library's ``.py`` sources in sorted path order, up to ``max_chars`` characters."""
     root = Path(sysconfig.get_paths()["stdlib"])
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        # installed packages live under the stdlib folder: never walk them (tens of thousands of files)
+        subfolders[:] = [name for name in subfolders if name not in ("site-packages", "dist-packages")]
+        found += [Path(folder, name) for name in files if name.endswith(".py")]
     parts: list[str] = []
     total = 0
-    for path in sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix()):
-        relative = path.relative_to(root).parts
-        if "site-packages" in relative or "dist-packages" in relative:
-            continue
+    for path in sorted(found, key=lambda p: p.relative_to(root).as_posix()):
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
@@ -225,6 +228,9 @@ def prepare_corpus(text: str | None, max_chars: int, seq_len: int) -> Corpus:
     return Corpus(vocab, ids[:split], ids[split:])
 
 
+ESTIMATE_AFTER = 10  # steps timed before the run's duration is estimated and printed
+
+
 def run_steps(
     run: runs.RunFolder,
     model: nn.Module,
@@ -244,7 +250,9 @@ def run_steps(
 
     ``checkpoint`` (verified, from ``run.load_checkpoint()``) is restored before anything is written; the first
     generation then holds ``initial_files`` (name -> JSON object: the config, the vocabulary) and the state.
-    Each checkpoint records ``fingerprint``, the SHA-256 of the training data (see :func:`check_data`).
+    Each checkpoint records ``fingerprint``, the SHA-256 of the training data (see :func:`check_data`). With
+    ``progress``, the time per step is measured over the first :data:`ESTIMATE_AFTER` steps and the remaining
+    time printed once (evaluations add a few per cent at the default sizes).
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
     generator = torch.Generator().manual_seed(config["seed"])
@@ -263,7 +271,7 @@ def run_steps(
         with Progress(title, total, start, enabled=progress) as bar:
             sums: dict[str, float] = {}
             count = 0
-            started = time.perf_counter()
+            started = run_started = time.perf_counter()
             for step in range(start, total):
                 inputs, targets = batches(train_ids, config["batch_size"], config["seq_len"], generator)
                 loss, parts = loss_fn(inputs, targets)
@@ -280,6 +288,13 @@ def run_steps(
                     on_step(step)
                 bar.advance()
                 done = step + 1
+                if progress and done - start == ESTIMATE_AFTER and total - done > ESTIMATE_AFTER:
+                    per_step = (time.perf_counter() - run_started) / ESTIMATE_AFTER
+                    bar.message(
+                        f"{per_step:.2f} s per step on this machine: the remaining {total - done} steps take about "
+                        f"{format_duration(per_step * (total - done))} (Ctrl-C keeps the last checkpoint; --resume "
+                        "continues)"
+                    )
                 if done % config["eval_every"] == 0 or done == total:
                     row = {"step": done, **{k: v / count for k, v in sums.items()}, **evaluate()}
                     row["seconds"] = time.perf_counter() - started

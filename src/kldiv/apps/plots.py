@@ -29,17 +29,44 @@ def _save(fig: Any, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def curves(path: Path, x: Sequence[float], series: dict[str, Sequence[float]], *, xlabel: str, ylabel: str, title: str) -> None:
-    """Line plot of several series against ``x`` (missing values skipped)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+def _draw(ax: Any, x: Sequence[float], series: dict[str, Sequence[float]], *, xlabel: str, ylabel: str, title: str,
+          references: dict[str, float] | None = None) -> None:
     for label, values in series.items():
         points = [(a, b) for a, b in zip(x, values, strict=False) if b is not None and np.isfinite(b)]
         if points:
             ax.plot(*zip(*points, strict=True), marker="o" if len(points) < 30 else None, ms=3, label=label)
+    for label, value in (references or {}).items():
+        if value is not None and np.isfinite(value):
+            ax.axhline(value, color="grey", ls="--", lw=1, label=label)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
+
+
+def curves(path: Path, x: Sequence[float], series: dict[str, Sequence[float]], *, xlabel: str, ylabel: str, title: str) -> None:
+    """Line plot of several series against ``x`` (missing values skipped)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    _draw(ax, x, series, xlabel=xlabel, ylabel=ylabel, title=title)
+    _save(fig, path)
+
+
+def panels(path: Path, x: Sequence[float], panels: Sequence[dict[str, Any]], *, title: str) -> None:
+    """Side-by-side line plots sharing ``x``: each panel a dict with ``series`` (label → values), ``ylabel``,
+    ``title`` and optionally ``references`` (label → a horizontal dashed line), ``xlabel`` and ``yscale``."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        _draw(ax, x, panel["series"], xlabel=panel.get("xlabel", "step"), ylabel=panel["ylabel"], title=panel["title"],
+              references=panel.get("references"))
+        if panel.get("yscale") == "log":  # plain numbers on the ticks, not 3×10¹
+            from matplotlib.ticker import FuncFormatter
+
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    fig.suptitle(title)
+    fig.tight_layout()
     _save(fig, path)
 
 
@@ -51,7 +78,7 @@ def bars(path: Path, values: Sequence[float], *, xlabel: str, ylabel: str, title
         ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"{threshold:g}")
         ax.legend()
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    ax.set_xticks(np.arange(len(values)))
+    ax.set_xticks(np.arange(len(values)), [str(i + 1) for i in range(len(values))])  # 1-based, as z₁, z₂, …
     _save(fig, path)
 
 

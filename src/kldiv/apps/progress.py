@@ -94,6 +94,13 @@ class Progress:
             line = f"{self.title}: {self.eta.completed}/{self.total}  {stats}  {self.eta.text()}"
             print(line, file=self.stream, flush=True)
 
+    def message(self, text: str) -> None:
+        """One line above the bar (or on the stream when piped)."""
+        if self._bar is not None:
+            self._bar.console.print(text, highlight=False, markup=False)
+        elif self.enabled:
+            print(text, file=self.stream, flush=True)
+
     def __exit__(self, *exc: Any) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)

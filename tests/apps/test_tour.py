@@ -108,11 +108,12 @@ def test_a_file_where_the_folder_should_be_is_refused(tmp_path):
 
 def test_the_demo_reuses_its_own_folder_and_deletes_nothing(tmp_path):
     out = tmp_path / "demo"
-    tour.prepare_output(out)
-    assert all((out / name / tour.MARKER).is_file() for name in tour.RUNS)
+    assert tour.prepare_output(out) == set()
+    assert json.loads((out / tour.MARKER).read_text())["runs"] == list(tour.RUNS)
+    (out / "vae").mkdir()
     (out / "vae" / "keep.txt").write_text("a file the user put there")
     (out / "notes.txt").write_text("another")
-    tour.prepare_output(out)  # a second `kldiv demo` into the same folder
+    assert tour.prepare_output(out) == {"vae"}  # a second `kldiv demo` into the same folder
     assert (out / "vae" / "keep.txt").read_text() == "a file the user put there"
     assert (out / "notes.txt").read_text() == "another"
 
@@ -145,3 +146,4 @@ def test_tiny_tour_writes_a_report_that_teaches_with_readable_curves(tmp_path, m
     for name in ("teacher", "scratch", "distilled"):  # eval_every < steps: a curve, not one point
         assert len(json.loads((tmp_path / name / "metrics.json").read_text())) == 3
     assert (tmp_path / tour.MARKER).is_file()
+    tour.run_tour(Console(quiet=True), tmp_path, quick=True)  # a second demo into its own folder: runs again

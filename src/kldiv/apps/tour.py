@@ -5,9 +5,9 @@
 :func:`run_tour` trains the runs and writes ``<out>/report.html`` and ``<out>/report.md`` (the same content)
 with the runs' PNG plots, under ``<out>/vae``, ``<out>/teacher``, ``<out>/scratch`` and ``<out>/distilled``.
 
-Run folders never destroy work: every folder the tour makes holds a ``.kldiv-demo`` marker, and the tour
-writes only into an empty or missing ``--out`` or one it marked before (``force=True`` allows any ``--out``,
-still never a run folder inside it that the tour did not make). It deletes nothing.
+Run folders never destroy work: the tour marks ``--out`` with a ``.kldiv-demo`` file listing the run folders
+it makes, and writes only into an empty or missing ``--out`` or one it marked before (``force=True`` allows any
+``--out``, still never a run folder inside it that the tour did not make). It deletes nothing.
 """
 
 from __future__ import annotations
@@ -217,36 +217,46 @@ def print_example(console: Any, number: int, example: Example) -> None:
 # --- the output folder -----------------------------------------------------------------------------------
 
 
-def _marked(folder: Path) -> bool:
-    return (folder / MARKER).is_file()
+def _made_by_demo(out: Path) -> set[str]:
+    """The run folders an earlier ``kldiv demo`` made in ``out`` (listed in its marker); empty if unmarked."""
+    try:
+        return set(json.loads((out / MARKER).read_text()).get("runs", []))
+    except (OSError, ValueError, AttributeError):
+        return set()
 
 
-def prepare_output(out: Path, *, force: bool = False) -> None:
-    """Check ``out`` and mark it and its run folders as the demo's; raise :class:`CommandError` before writing
-    anything where the tour would overwrite what it did not make. Deletes nothing."""
+def prepare_output(out: Path, *, force: bool = False) -> set[str]:
+    """Check ``out`` and mark it as the demo's; raise :class:`CommandError` before writing anything where the
+    tour would overwrite what it did not make. Returns the run folders already holding the demo's own runs
+    (which the runs may then overwrite). Deletes nothing.
+
+    The marker is one file in ``out`` listing the run folders the demo makes; the run folders themselves stay
+    plain kldiv run folders (a user's own ``runs/teacher`` beside them is never taken for the demo's)."""
     from .runs import atomic_write_json
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CommandError(f"--out: {str(out)!r} exists and is not a folder; give another --out")
-    if out.is_dir() and any(out.iterdir()) and not _marked(out) and not force:
+    ours = _made_by_demo(out) if out.is_dir() else set()
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file() and not force:
         raise CommandError(
             f"--out: {str(out)!r} is not empty and was not made by kldiv demo (no {MARKER} file in it); give another "
             "--out, or pass --force to write the demo's files into it"
         )
+    reused = set()
     for name in RUNS:
         run = out / name
-        if run.exists() and not (run.is_dir() and (_marked(run) or not any(run.iterdir()))):
-            raise CommandError(
-                f"--out: {str(run)!r} exists and is not a folder kldiv demo made (no {MARKER} file in it); kldiv never "
-                "overwrites it: move it away or give another --out"
-            )
-    note = {"made_by": "kldiv demo", "note": "kldiv demo may write its files here again; it deletes nothing"}
+        if run.exists() and not (run.is_dir() and not any(run.iterdir())):
+            if not (run.is_dir() and name in ours):
+                raise CommandError(
+                    f"--out: {str(run)!r} exists and is not a folder kldiv demo made (not listed in {MARKER}); kldiv "
+                    "never overwrites it: move it away or give another --out"
+                )
+            reused.add(name)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / MARKER, note)
-    for name in RUNS:
-        (out / name).mkdir(exist_ok=True)
-        atomic_write_json(out / name / MARKER, note)
+    atomic_write_json(out / MARKER, {"made_by": "kldiv demo", "runs": list(RUNS),
+                                     "note": "kldiv demo may write these run folders again; it deletes nothing"})
+    return reused
 
 
 # --- the runs --------------------------------------------------------------------------------------------
@@ -260,18 +270,19 @@ def run_tour(console: Any, out: Path, *, quick: bool = False, force: bool = Fals
 
     settings = QUICK if quick else FULL
     out = Path(out)
-    prepare_output(out, force=force)
+    reused = prepare_output(out, force=force)
     # These models are small: one thread is as fast, and two threads on a busy 2-core machine spin against each
     # other (5 VAE epochs took 26.6 s of CPU with 2 threads, 4.5 s with 1, measured side by side).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _run(console, out, settings, quick=quick, first_section=first_section)
+        return _run(console, out, settings, quick=quick, first_section=first_section, reused=reused)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(console: Any, out: Path, settings: dict[str, int], *, quick: bool, first_section: int) -> Path:
+def _run(console: Any, out: Path, settings: dict[str, int], *, quick: bool, first_section: int,
+         reused: set[str]) -> Path:
     from . import charlm, distill, plots, vae
 
     started = time.perf_counter()
@@ -279,7 +290,7 @@ def _run(console: Any, out: Path, settings: dict[str, int], *, quick: bool, firs
 
     console.rule(f"[bold]{first_section}. A VAE on the bundled digits: reconstruction + KL(q(z|x) ‖ N(0, I))")
     vae_config = vae.VAEConfig(epochs=settings["vae_epochs"], seed=0)
-    vae_row = vae.train(vae_config, out / "vae", progress=True)
+    vae_row = vae.train(vae_config, out / "vae", progress=True, force="vae" in reused)
     console.print(
         f"held-out: reconstruction {vae_row['heldout_recon']:.2f} nats, KL {vae_row['heldout_kl']:.2f} nats, "
         f"ELBO {vae_row['heldout_elbo']:.2f}, KL per dimension "
@@ -297,11 +308,13 @@ def _run(console: Any, out: Path, settings: dict[str, int], *, quick: bool, firs
         max_chars=settings["max_chars"], embed=32, hidden=128, seq_len=64, batch_size=16,
         steps=settings["teacher_steps"], eval_every=every, eval_chars=settings["eval_chars"],
     )
-    teacher = charlm.train(lm_config, out / "teacher", progress=True)
+    teacher = charlm.train(lm_config, out / "teacher", progress=True, force="teacher" in reused)
     common = dict(teacher=str(out / "teacher"), embed=16, hidden=64, seq_len=64, batch_size=16,
                   steps=settings["student_steps"], eval_every=every, eval_chars=settings["eval_chars"])
-    scratch = distill.distill(distill.DistillConfig(**common, hard_label_weight=1.0), out / "scratch", progress=True)
-    distilled = distill.distill(distill.DistillConfig(**common, divergence="kl"), out / "distilled", progress=True)
+    scratch = distill.distill(distill.DistillConfig(**common, hard_label_weight=1.0), out / "scratch", progress=True,
+                              force="scratch" in reused)
+    distilled = distill.distill(distill.DistillConfig(**common, divergence="kl"), out / "distilled", progress=True,
+                                force="distilled" in reused)
     histories = {name: json.loads((out / name / "metrics.json").read_text()) for name in ("scratch", "distilled")}
     steps = [row["step"] for row in histories["distilled"]]
     plots.panels(out / "comparison.png", steps, [

@@ -108,6 +108,9 @@ def compare(
     reverse: bool = typer.Option(False, "--reverse", help="Report KL(OTHER ‖ REF) instead of KL(REF ‖ OTHER)."),
     vocab_size: int | None = typer.Option(None, "--vocab-size", min=1,
                                           help="Compare only the first N logits of both (for padded vocabularies)."),
+    workers: int = typer.Option(1, "--workers", min=1,
+                                help="Split the tokens over N processes (torch.distributed, gloo on 127.0.0.1) "
+                                     "and merge; the report equals the one-process report."),
 ) -> None:
     """How far OTHER's next-token distributions are from REF's: llama.cpp's KL-divergence report."""
     from rich.console import Console
@@ -128,9 +131,12 @@ def compare(
                         disable=not sys.stderr.isatty())
     with progress:
         task = progress.add_task("compare", total=None)
-        result = compare_files(reference, other, labels=label_array, reverse=reverse, vocab_size=vocab_size,
-                               comparison=comparison,
-                               progress=lambda done, total: progress.update(task, completed=done, total=total))
+        try:
+            result = compare_files(reference, other, labels=label_array, reverse=reverse, vocab_size=vocab_size,
+                                   comparison=comparison, workers=workers,
+                                   progress=lambda done, total: progress.update(task, completed=done, total=total))
+        except ImportError as error:  # --workers without PyTorch
+            raise CommandError(f"--workers: {error}") from None
     if plot is not None:
         _plot(plot, comparison, result)
     if as_json:

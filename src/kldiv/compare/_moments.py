@@ -51,6 +51,32 @@ class Moments:
         self.mean += delta * (n / total)
         self.count = total
 
+    def merge(self, other: Moments) -> None:
+        """Add the values summarised by ``other`` (the same names): Chan et al.'s pairwise update, exact up to
+        rounding, so any grouping of the same values gives the same moments."""
+        if other.names != self.names:
+            raise ValueError(f"cannot merge moments of {other.names} into moments of {self.names}")
+        if other.count == 0:
+            return
+        total = self.count + other.count
+        delta = other.mean - self.mean
+        self.comoment += other.comoment + np.outer(delta, delta) * (self.count * other.count / total)
+        self.mean += delta * (other.count / total)
+        self.infinite += other.infinite
+        self.count = total
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The moments as plain arrays (a copy): count, mean, comoment, infinite."""
+        return {"count": np.array(self.count, dtype=np.int64), "mean": self.mean.copy(),
+                "comoment": self.comoment.copy(), "infinite": self.infinite.copy()}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore :meth:`state` (already checked for shapes and dtypes by the caller)."""
+        self.count = int(state["count"])
+        self.mean = np.array(state["mean"], dtype=np.float64)
+        self.comoment = np.array(state["comoment"], dtype=np.float64)
+        self.infinite = np.array(state["infinite"], dtype=np.int64)
+
     def mean_of(self, name: str) -> float:
         i = self._column[name]
         return math.inf if self.infinite[i] else float(self.mean[i])

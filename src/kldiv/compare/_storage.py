@@ -223,6 +223,17 @@ def save_reference(
     return target
 
 
+def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """A plain safetensors file of float64 / int64 arrays (a comparison's state between processes)."""
+    _write_safetensors(path, {k: np.asarray(v) for k, v in arrays.items()}, {})
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a safetensors file written by :func:`write_arrays`, copied into memory."""
+    header, _, _ = _read_safetensors_header(path)
+    return {name: np.array(info["_array"]) for name, info in header.items()}
+
+
 # --- reading -------------------------------------------------------------------------------------------
 
 
@@ -236,7 +247,7 @@ class Segment:
     vocab: int
     read: Callable[[int, int], np.ndarray]
     labels: np.ndarray | None  # (n_rows,) int64 or None
-    positions: np.ndarray  # (n_rows,) int64
+    positions: np.ndarray  # (n_rows,) int64; -1 for rows of a (tokens, vocab) file, which have no positions
     self_kl_mean: float | None = None  # measured approximation error of the format, if known
 
 
@@ -261,7 +272,8 @@ def _check_logit_block(path: Path, block: np.ndarray, row0: int, data_offset: in
 
 
 def _positions(batch: tuple[int, ...]) -> np.ndarray:
-    return np.broadcast_to(np.arange(batch[-1]), batch).reshape(-1).astype(np.int64)
+    """Each row's position in its sequence for a (batch, sequence) shape; -1 (unknown) for (tokens,)."""
+    return np.broadcast_to(np.arange(batch[-1]) if len(batch) == 2 else -1, batch).reshape(-1).astype(np.int64)
 
 
 def _read_safetensors_header(path: Path) -> tuple[dict[str, Any], dict[str, str], int]:

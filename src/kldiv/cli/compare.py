@@ -61,9 +61,9 @@ def report_rows(result: Any) -> list[tuple[str, list[tuple[str, str]]]]:
         error = result.reference_self_kld
         about.append(("Reference format", result.reference_format + (
             "" if error is None else f" (measured error: mean KL(exact ‖ stored) = {error:.3g} nats)")))
-        if "llama.cpp" in result.reference_format.split("+"):
-            about.append(("llama.cpp semantics", "reference log-probabilities <= -16 are skipped, as llama.cpp does "
-                                                 "(probability 0; the scored token's own enters the perplexity)"))
+    for note in result.notes:
+        name, _, text = note.partition(": ") if note.startswith("llama.cpp semantics") else ("Note", "", note)
+        about.append((name, text))
     sections.append(("About", about))
     return sections
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import _backend, _validate
-from ._moments import Moments
+from ._moments import NON_FINITE, Moments
 from ._sketch import QuantileSketch
 from ._tokens import token_values
 
@@ -280,7 +280,7 @@ class Comparison:
             if state[f"{prefix}.mean"].shape != (len(part.names),):
                 raise ValueError(f"the state's {prefix}.mean has shape {state[f'{prefix}.mean'].shape} but a "
                                  f"comparison with top_k={self.top_k} has {len(part.names)} statistics there")
-            part.load_state({key: state[f"{prefix}.{key}"] for key in ("count", "mean", "comoment", "infinite")})
+            part.load_state({key: state[f"{prefix}.{key}"] for key in _MOMENT_KEYS})
         for prefix, sketch in (("kld_sketch", self._kld_quantiles), ("delta_p_sketch", self._delta_p_quantiles)):
             if not int(state[f"{prefix}.exact"]) and state[f"{prefix}.positive"].shape != (sketch._size,):
                 raise ValueError(f"the state's {prefix}.positive has {state[f'{prefix}.positive'].size} buckets but "
@@ -331,8 +331,17 @@ class Comparison:
                           label_rows, keep, positions, batch)
 
     def _update_rows(self, reference: Any, other: Any, labels: np.ndarray | None, keep: np.ndarray | None,
-                     positions: np.ndarray, batch: tuple[int, ...]) -> None:
-        """Rows (n, V) already paired by :meth:`_pair`, with host-side labels, keep flags and positions (n,)."""
+                     positions: np.ndarray, batch: tuple[int, ...],
+                     llama: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Rows (n, V) already paired by :meth:`_pair`, with host-side labels, keep flags and positions (n,).
+
+        ``llama`` = (log_mass, label_log_prob), per row, marks reference rows of a llama.cpp file (see
+        :meth:`LogitsSource.read`): their reference rows hold the kept entries (the rest -inf), log_mass is the
+        log of the kept probability Z, and label_log_prob the stored log p(label) (NaN for rows not of such a
+        file). The statistics then follow llama.cpp's arithmetic (``log_softmax`` in ``tools/perplexity``):
+        KLD_t = sum over kept i of p_i (log p_i - log q_i), unnormalised, which is Z (KL(P/Z ‖ Q) + log Z) (exact
+        algebra; it can be slightly negative, as llama.cpp's); the reference NLL and Δp use the stored
+        log p(label). JS, TVD and top-k use the kept entries renormalised."""
         if labels is not None:
             v = reference.shape[-1]
             bad = ((labels < 0) | (labels >= v)) & (labels != IGNORE_INDEX)
@@ -345,7 +354,7 @@ class Comparison:
                     f"labels{list(where)} = {int(labels[i])} is not a token id of a vocabulary of {v}; labels "
                     f"must lie in [0, {v}) or equal {IGNORE_INDEX} to be ignored"
                 )
-        self._add(reference, other, labels, keep, positions, batch)
+        self._add(reference, other, labels, keep, positions, batch, llama)
 
     def _pair(self, reference: Any, other: Any) -> tuple[Any, Any]:
         """Both chunks on one backend and device, checked for shape, with the vocabulary cut if asked."""
@@ -396,7 +405,7 @@ class Comparison:
         return reference, other
 
     def _add(self, reference: Any, other: Any, labels: np.ndarray | None, keep: np.ndarray | None,
-             positions: np.ndarray, batch: tuple[int, ...]) -> None:
+             positions: np.ndarray, batch: tuple[int, ...], llama: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Accumulate rows (n, V) with host-side labels, keep mask and positions (n,)."""
         if keep is not None and not keep.all():
             index = np.flatnonzero(keep)
@@ -404,6 +413,7 @@ class Comparison:
             reference, other = reference[rows], other[rows]
             positions = positions[index]
             labels = labels[index] if labels is not None else None
+            llama = (llama[0][index], llama[1][index]) if llama is not None else None
         n = reference.shape[0]
         if n == 0:
             return
@@ -415,6 +425,13 @@ class Comparison:
             _validate.Locator("other_logits", (n, other.shape[-1]), 1, (n,)),
         )
         values = token_values(reference, other, gather, reverse=self.reverse, top_k=self.top_k, locators=locators)
+        if llama is not None:
+            log_mass, label_log_prob = llama
+            kld = values.kld if self.reverse else np.exp(log_mass) * (values.kld + log_mass)
+            log_p_reference = values.log_p_reference
+            if log_p_reference is not None:
+                log_p_reference = np.where(np.isnan(label_log_prob), log_p_reference, label_log_prob)
+            values = values._replace(kld=kld, log_p_reference=log_p_reference)
         columns = [values.kld, values.js, values.tvd, values.same_top] + [values.overlap[k] for k in self.top_k]
         self._tokens.update(np.stack(columns, axis=1))
         self._kld_quantiles.update(values.kld)
@@ -529,7 +546,8 @@ class Comparison:
 #: Bumped when the layout of :meth:`Comparison.state_dict` changes.
 STATE_VERSION = 1
 
-_MOMENT_KEYS = {"count": (0, "i"), "mean": (1, "f"), "comoment": (2, "f"), "infinite": (1, "i")}
+_MOMENT_KEYS = {"count": (0, "i"), "mean": (1, "f"), "comoment": (2, "f"), "positive_infinite": (1, "i"),
+                "negative_infinite": (1, "i"), "undefined": (1, "i")}
 _SKETCH_KEYS = {"relative_accuracy": (0, "f"), "exact_limit": (0, "i"), "count": (0, "i"), "minimum": (0, "f"),
                 "maximum": (0, "f"), "exact": (0, "i"), "values": (1, "f"), "positive": (1, "i"),
                 "negative": (1, "i"), "zeros": (0, "i"), "over": (1, "i")}
@@ -570,7 +588,7 @@ def _checked_state(state: Any) -> dict[str, np.ndarray]:
         exact = int(out[f"{sketch}.exact"])
         problems = [
             out[f"{prefix}.comoment"].shape != (d, d) and f"{prefix}.comoment is not {d} x {d}",
-            out[f"{prefix}.infinite"].shape != (d,) and f"{prefix}.infinite does not have {d} entries",
+            *(out[f"{prefix}.{key}"].shape != (d,) and f"{prefix}.{key} does not have {d} entries" for key in NON_FINITE),
             count < 0 and f"{prefix}.count is negative",
             int(out[f"{sketch}.count"]) != count and f"{sketch}.count differs from {prefix}.count",
             exact and values.size != count and f"{sketch} is exact but holds {values.size} values for {count} tokens",

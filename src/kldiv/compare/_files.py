@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ._comparison import Comparison, ComparisonResult
-from ._storage import LogitsSource
+from ._storage import LLAMA_FORMAT, LogitsSource
 
 _BLOCK_BYTES = 64 << 20
 
@@ -77,7 +77,21 @@ def compare_files(
     else:
         compare_rows(ref, oth, label_rows, comparison, 0, ref.n_rows, progress)
     result = comparison.result()
-    return dataclasses.replace(result, reference_format="+".join(ref.formats), reference_self_kld=ref.self_kl_mean)
+    notes = result.notes
+    if LLAMA_FORMAT in ref.formats:
+        notes += (LLAMA_REVERSE_NOTE if reverse or comparison.reverse else LLAMA_NOTE,)
+    return dataclasses.replace(result, reference_format="+".join(ref.formats), reference_self_kld=ref.self_kl_mean,
+                               notes=notes)
+
+
+#: What a llama.cpp reference means in the report (its semantics), and with --reverse, which llama.cpp lacks.
+LLAMA_NOTE = ("llama.cpp semantics: REF is read with llama.cpp's arithmetic: KLD = sum over stored log p > -16 of "
+              "p (log p - log q), not renormalised (so, as in llama.cpp, a token's value can dip below 0), PPL and Δp "
+              "from the stored log p(label); JS, TVD and top-k overlap use the kept entries renormalised")
+LLAMA_REVERSE_NOTE = ("llama.cpp semantics: llama.cpp has no --reverse (KL(other || reference)); here REF's stored rows "
+                      "are used whole, "
+                      "entries below max - 16 at the file's floor value, renormalised (an approximation: the file "
+                      "does not store them); PPL and Δp from the stored log p(label)")
 
 
 def open_pair(reference: str | Path, other: str | Path, vocab_size: int | None) -> tuple[LogitsSource, LogitsSource]:
@@ -95,15 +109,27 @@ def open_pair(reference: str | Path, other: str | Path, vocab_size: int | None) 
 
 def compare_rows(ref: LogitsSource, oth: LogitsSource, label_rows: np.ndarray | None, comparison: Comparison,
                  start: int, stop: int, progress: Callable[[int, int], None] | None = None) -> None:
-    """Feed tokens [start, stop) of both sources to ``comparison`` in blocks of about 64 MB."""
+    """Feed tokens [start, stop) of both sources to ``comparison`` in blocks of about 64 MB (float64 rows).
+
+    The labels are ``label_rows`` if given, else those stored with the reference or the other side; labels stored
+    with both sides must agree (they score the same text). Rows of a llama.cpp reference follow llama.cpp's
+    arithmetic (see :meth:`LogitsSource.read` and :meth:`Comparison._update_rows`); a llama.cpp file as the other
+    side is read as stored, its floor entries included."""
     v = max(ref.vocab, oth.vocab)
-    step = max(1, _BLOCK_BYTES // (4 * v))
+    step = max(1, _BLOCK_BYTES // (8 * v))
     for lo in range(start, stop, step):
         hi = min(lo + step, stop)
-        a, stored_ref, positions = ref.read(lo, hi)
-        b, stored_other, _ = oth.read(lo, hi)
-        block_labels = label_rows[lo:hi] if label_rows is not None else stored_ref if stored_ref is not None else stored_other
-        a, b = comparison._pair(a, b)
-        comparison._update_rows(a, b, block_labels, None, positions, (hi - lo,))
+        stored_ref, stored_other = ref.labels(lo, hi), oth.labels(lo, hi)
+        if stored_ref is not None and stored_other is not None and not np.array_equal(stored_ref, stored_other):
+            i = int(np.argmax(stored_ref != stored_other))
+            raise ValueError(f"the labels stored with {ref.path} and {oth.path} disagree at token {lo + i} "
+                             f"({int(stored_ref[i])} vs {int(stored_other[i])}): the two sides do not score the same "
+                             "tokens")
+        labels = label_rows[lo:hi] if label_rows is not None else stored_ref if stored_ref is not None else stored_other
+        a = ref.read(lo, hi, labels, skip_floor=not comparison.reverse)
+        b = oth.read(lo, hi, labels, skip_floor=False)  # llama.cpp's rule is the reference's: OTHER as stored
+        x, y = comparison._pair(a.logits, b.logits)
+        comparison._update_rows(x, y, labels, None, a.positions, (hi - lo,), llama=(a.log_mass, a.label_log_prob)
+                                if a.log_mass is not None else None)
         if progress is not None:
             progress(hi - start, stop - start)

@@ -26,7 +26,9 @@ class ComparisonResult:
     """Every statistic of the report. Divergences are in nats; probabilities and fractions in [0, 1].
 
     ``kld_*`` is KL(reference ‖ other) (``direction`` says which). Standard errors are those of the mean,
-    sqrt(s^2 / n) with the sample variance s^2, as llama.cpp computes them. Percentile dictionaries map
+    sqrt(s^2 / n) with the sample variance s^2, as llama.cpp computes them, for any n >= 2 (0 for one token).
+    llama.cpp differs on few tokens: it reports 0 for n <= 10 and prints no summary below 100 tokens; here every
+    statistic is reported and ``notes`` says when n is that small. Percentile dictionaries map
     the percentile (100 = maximum, 50 = median, 0 = minimum) to its value; ``percentile_error`` is 0 when
     they are exact, otherwise the sketch's relative error bound (see :class:`QuantileSketch`).
 
@@ -478,6 +480,12 @@ class Comparison:
         notes = []
         if t.count < 2:
             notes.append("standard errors need at least 2 tokens; they are reported as 0")
+        elif t.count <= 10:
+            notes.append(f"standard errors from {t.count} tokens are themselves rough; llama.cpp reports them as 0 "
+                         "for 10 tokens or fewer (and prints no summary below 100 tokens)")
+        elif t.count < 100:
+            notes.append(f"only {t.count} tokens: llama.cpp prints no summary below 100 tokens; kldiv reports every "
+                         "statistic")
         placed = int(self._position_count.sum())
         if placed < t.count:
             notes.append("kld_by_position is empty: (N, V) input has no positions; pass (B, T, V) chunks for the curve"

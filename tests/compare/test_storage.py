@@ -276,3 +276,12 @@ def test_llama_cpp_arithmetic_holds_for_far_apart_models_and_reverse_reads_the_f
     expected.update(stored, b.astype(np.float64))
     assert reverse.kld_mean == pytest.approx(expected.result().kld_mean, rel=1e-9)
     assert any("--reverse" in note for note in reverse.notes)
+
+
+def test_logits_beyond_float16_are_refused_with_the_way_out(tmp_path):
+    with pytest.raises(ValueError, match=r"logits reach 1e\+05, beyond float16's range \(±65504\); use "
+                                         "format='quantized'"):
+        save_reference(tmp_path / "h.safetensors", np.array([[1e5, 0.0, 1.0]], np.float32), format="float16")
+    assert not (tmp_path / "h.safetensors").exists()
+    path = save_reference(tmp_path / "q.safetensors", np.array([[1e5, 0.0, 1.0]], np.float32), format="quantized")
+    assert compare_files(path, path).kld_mean == 0

@@ -313,6 +313,11 @@ def save_reference(
     exact = _canonical64(rows)
     tensors: dict[str, np.ndarray] = {}
     if format in ("float32", "float16"):
+        limit = np.finfo(np.float32 if format == "float32" else np.float16).max
+        finite = np.isfinite(rows)
+        if np.abs(np.where(finite, rows, 0)).max(initial=0) > limit:
+            raise ValueError(f"logits reach {np.abs(np.where(finite, rows, 0)).max():.4g}, beyond {format}'s range "
+                             f"(±{limit:.6g}); use format='quantized' (log-probabilities) or shift the logits")
         stored = array.astype(np.float32 if format == "float32" else np.float16)
         tensors["logits"] = stored
         error = _self_kl(exact, stored.reshape(-1, v))

@@ -188,9 +188,10 @@ def _quantize_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def _dequantize_rows(scale: np.ndarray, min_log_prob: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`_quantize_rows`, in float64: -inf for code 0, min_log_prob + scale (code - 1) otherwise."""
-    values = min_log_prob[:, None].astype(np.float64) + scale[:, None].astype(np.float64) * (codes.astype(np.float64) - 1)
-    return np.where(codes == 0, -np.inf, values)
+    """Inverse of :func:`_quantize_rows` (float32, which keeps the code's 4.9e-4 resolution many times over): -inf
+    for code 0, min_log_prob + scale (code - 1) otherwise."""
+    values = min_log_prob[:, None] + scale[:, None] * (codes.astype(np.float32) - np.float32(1))
+    return np.where(codes == 0, np.float32(-np.inf), values)
 
 
 LLAMA_SKIP_LOG_PROB = -16.0  # llama.cpp's KL divergence skips the reference's terms at or below this log-probability
@@ -210,11 +211,11 @@ def _top_k_rows(log_probs: _engine.Canon, k: int) -> tuple[np.ndarray, np.ndarra
 
 
 def _expand_top_k(index: np.ndarray, top: np.ndarray, tail: np.ndarray, v: int) -> np.ndarray:
-    """Full log-probability rows (float64) from top-k entries and a tail spread uniformly over the other V - k ids."""
+    """Full log-probability rows (float32) from top-k entries and a tail spread uniformly over the other V - k ids."""
     k = index.shape[-1]
     fill = tail.astype(np.float64) - math.log(v - k) if k < v else np.full(tail.shape, -np.inf)
-    rows = np.repeat(fill[:, None], v, axis=-1)
-    np.put_along_axis(rows, index.astype(np.int64), top.astype(np.float64), axis=-1)
+    rows = np.repeat(fill.astype(np.float32)[:, None], v, axis=-1)
+    np.put_along_axis(rows, index.astype(np.int64), top.astype(np.float32), axis=-1)
     return rows
 
 
@@ -385,8 +386,8 @@ def save_reference(
 
 @dataclass
 class Segment:
-    """The rows of one file: ``read(lo, hi)`` gives logits or log-probabilities of rows [lo, hi) (float32, or
-    float64 for the 16-bit formats), after ``check()`` has verified the file's checksum once (if it has one)."""
+    """The rows of one file: ``read(lo, hi)`` gives logits or log-probabilities of rows [lo, hi) (float32; float64
+    for llama.cpp files, to hold llama.cpp's arithmetic to 1e-6), after ``check()`` has verified the file's checksum once (if it has one)."""
 
     path: Path
     format: str
@@ -656,8 +657,8 @@ def _check_codes(path: Path, scale: np.ndarray, minimum: np.ndarray, codes: np.n
     bad_top = np.where(scale > 0, top_code != 65535, top_code > lowest)
     with np.errstate(under="ignore", invalid="ignore", over="ignore"):
         p = np.exp(log_probs)
-        above = np.where(codes > 0, p, 0.0).sum(axis=-1)
-        everything = p.sum(axis=-1) if llama else above
+        above = np.where(codes > 0, p, 0).sum(axis=-1, dtype=np.float64)
+        everything = p.sum(axis=-1, dtype=np.float64) if llama else above
     bad_mass = ~(above <= 1 + CODE_MASS_TOLERANCE) | ~(everything >= 1 - CODE_MASS_TOLERANCE)
     for bad, what, which in (
         (bad_scale, f"has scale {{s}}, outside its real bound [0, {window:g}/{levels}]", 0),
@@ -672,7 +673,7 @@ def _check_codes(path: Path, scale: np.ndarray, minimum: np.ndarray, codes: np.n
 
 
 def _quantized_reader(path: Path, header: dict, arrays: dict, v: int, legacy: bool) -> Callable[[int, int], np.ndarray]:
-    """Rows of a ``quantized`` file, float64; files of kldiv before the reference version 2 used llama.cpp's code."""
+    """Rows of a ``quantized`` file (float32); files of kldiv before reference version 2 used llama.cpp's code."""
     offsets = (header["scale"]["_offset"], header["min_log_prob"]["_offset"], header["codes"]["_offset"])
     strides = (4, 4, 2 * v)
 
@@ -681,7 +682,7 @@ def _quantized_reader(path: Path, header: dict, arrays: dict, v: int, legacy: bo
         minimum = np.asarray(arrays["min_log_prob"][lo:hi], dtype=np.float32)
         codes = np.asarray(arrays["codes"][lo:hi])
         if legacy:
-            rows = dequantize_log_probs(scale, minimum, codes).astype(np.float64)
+            rows = dequantize_log_probs(scale, minimum, codes)
             _check_codes(path, scale, minimum, codes, rows, lo, offsets, strides, LLAMA_WINDOW, 65535, llama=True)
             return rows
         rows = _dequantize_rows(scale, minimum, codes)

@@ -151,7 +151,8 @@ def test_saving_after_a_deletion_never_overwrites_and_never_over_an_existing_fil
     with pytest.raises(FileExistsError, match="one.safetensors exists; kldiv never overwrites a file"):
         save_reference(single, a * 2)
     assert single.read_bytes() == before
-    np.save(reference / "plain" / "x.npy" if (reference / "plain").mkdir() is None else None, a)
+    (reference / "plain").mkdir()
+    np.save(reference / "plain" / "x.npy", a)
     with pytest.raises(ValueError, match="holds x.npy but no kldiv manifest.json; save the reference into a new"):
         save_reference(reference / "plain", a)
 
@@ -246,3 +247,17 @@ def test_the_quantized_format_adds_a_small_error_and_records_the_true_one(tmp_pa
     measured = compare_files(path, tmp_path / "a.npy", reverse=True)
     assert 0 < stored.reference_self_kld < 1e-6
     assert measured.kld_mean == pytest.approx(stored.reference_self_kld, rel=1e-3)
+
+
+def test_single_files_in_one_folder_read_as_one_stream_each_verified(tmp_path):
+    a, b, y = logits(shape=(10, 40))
+    (tmp_path / "refs").mkdir()
+    save_reference(tmp_path / "refs" / "part-1.safetensors", a[:4], labels=y[:4])
+    save_reference(tmp_path / "refs" / "part-2.safetensors", a[4:], labels=y[4:], format="quantized")
+    np.save(tmp_path / "other.npy", b)
+    assert compare_files(tmp_path / "refs", tmp_path / "other.npy").n_labelled == 10
+    data = bytearray((tmp_path / "refs" / "part-2.safetensors").read_bytes())
+    data[-1] ^= 1
+    (tmp_path / "refs" / "part-2.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match="part-2.safetensors: its bytes do not match the SHA-256"):
+        compare_files(tmp_path / "refs", tmp_path / "other.npy")

@@ -346,7 +346,7 @@ def save_reference(
     }
     target = Path(path)
     if target.suffix == ".safetensors":
-        metadata.update(reference_id=uuid.uuid4().hex, sequence="0", checksum="0" * 64)
+        metadata[CHECKSUM_KEY] = "0" * 64
         try:
             _write_safetensors(target, tensors, metadata, exclusive=True)
         except FileExistsError:
@@ -584,11 +584,12 @@ def _open_safetensors(path: Path) -> Segment:
             at = f.read(data_start).find(_CHECKSUM_MARKER)
         if len(recorded) != 64 or at < 0:
             raise _corrupt(path, 8, "the header of this kldiv reference has no checksum; the file is corrupt")
-        try:
-            identity = (metadata["reference_id"], int(metadata["sequence"]))
-        except (KeyError, ValueError):
-            raise _corrupt(path, 8, "the header lacks the reference's identity or the chunk's sequence number; the "
-                                    "file is corrupt") from None
+        if "reference_id" in metadata or "sequence" in metadata:  # a chunk of a folder (single files have neither)
+            try:
+                identity = (metadata["reference_id"], int(metadata["sequence"]))
+            except (KeyError, ValueError):
+                raise _corrupt(path, 8, "the header lacks the reference's identity or the chunk's sequence number; "
+                                        "the file is corrupt") from None
 
         def check() -> None:
             if _file_checksum(path, at + len(_CHECKSUM_MARKER)) != recorded:

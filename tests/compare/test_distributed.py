@@ -57,6 +57,7 @@ def test_two_workers_with_sketched_percentiles_equal_one_process(files):
     assert merged.kld_mean == pytest.approx(kld.mean(), rel=1e-6)  # float32 logits, float64 oracle
 
 
+@pytest.mark.slow
 def test_four_workers_with_given_labels_equal_one_process_and_report_progress(files):
     folder, _, _, y = files
     labels = np.roll(y.reshape(-1), 1)

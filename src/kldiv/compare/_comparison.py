@@ -134,7 +134,9 @@ class Comparison:
         Δp_t = Q_t(y_t) - P_t(y_t),   NLL_t = -log Q_t(y_t)  and  -log P_t(y_t)
 
     Means and variances are exact running moments (Chan et al. 1979); percentiles are exact up to
-    ``exact_limit`` tokens, then from a relative-error sketch (see :class:`QuantileSketch`).
+    ``exact_limit`` tokens, then from a relative-error sketch (see :class:`QuantileSketch`). Comparisons of
+    different tokens combine with :meth:`merge` (associative: split the tokens any way, over processes or
+    machines), and :meth:`state_dict` / :meth:`from_state_dict` carry one between them as plain arrays.
 
     Args:
       reverse: report KL(other ‖ reference) instead of KL(reference ‖ other).

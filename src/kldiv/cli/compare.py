@@ -58,9 +58,11 @@ def report_rows(result: Any) -> list[tuple[str, list[tuple[str, str]]]]:
              ("Percentiles", "exact" if result.percentile_error == 0 else
               f"sketch, relative error ≤ {result.percentile_error:g}")]
     if result.reference_format is not None:
-        error = result.reference_self_kld
+        error, log_error = result.reference_self_kld, result.reference_log_prob_error
         about.append(("Reference format", result.reference_format + (
-            "" if error is None else f" (measured error: mean KL(exact ‖ stored) = {error:.3g} nats)")))
+            "" if error is None else f" (measured error: mean KL(exact ‖ stored) = {max(error, 0.0):.3g} nats"
+            + ("" if log_error is None else f", log-probabilities off by {max(log_error, 0.0):.3g} nats on average")
+            + ")")))
     for note in result.notes:
         name, _, text = note.partition(": ") if note.startswith("llama.cpp semantics") else ("Note", "", note)
         about.append((name, text))

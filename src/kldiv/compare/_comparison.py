@@ -37,6 +37,10 @@ class ComparisonResult:
     exp(mean(NLL_other - NLL_reference)), whose standard error uses the per-token differences and so
     includes the correlation of the two models' NLL (what llama.cpp's covariance term does).
 
+    From stored files (:func:`compare_files`): ``reference_format``, and the error the reference's format adds,
+    measured when it was saved: ``reference_self_kld`` = mean KL(exact ‖ stored) and ``reference_log_prob_error``
+    = mean of sum_i p_i |log p̂_i - log p_i| (see :func:`save_reference`).
+
     ``kld_by_position[t]`` is the mean KLD of the tokens at position t of (B, T, V) chunks (and of stored
     references saved with a (B, T) batch shape, or llama.cpp files), with ``tokens_by_position[t]`` tokens; NaN
     where none. (N, V) chunks are tokens without positions: they enter every other statistic but not this curve,
@@ -77,6 +81,7 @@ class ComparisonResult:
     ln_ppl_correlation: float | None = None
     reference_format: str | None = None
     reference_self_kld: float | None = None
+    reference_log_prob_error: float | None = None
     notes: tuple[str, ...] = field(default=())
 
     @property

@@ -50,7 +50,8 @@ def compare_files(
 
     Returns:
       The :class:`ComparisonResult`, with ``reference_format`` and, when the files recorded it, the
-      reference format's measured approximation error ``reference_self_kld`` (mean KL(exact ‖ stored)).
+      reference format's measured approximation error: ``reference_self_kld`` (mean KL(exact ‖ stored)) and
+      ``reference_log_prob_error`` (mean over tokens of sum_i p_i |log p̂_i - log p_i|); see :func:`save_reference`.
 
     Raises:
       CorruptFileError: a damaged file (naming it and the byte offset), from whichever process read it.
@@ -81,7 +82,7 @@ def compare_files(
     if LLAMA_FORMAT in ref.formats:
         notes += (LLAMA_REVERSE_NOTE if reverse or comparison.reverse else LLAMA_NOTE,)
     return dataclasses.replace(result, reference_format="+".join(ref.formats), reference_self_kld=ref.self_kl_mean,
-                               notes=notes)
+                               reference_log_prob_error=ref.log_prob_error_mean, notes=notes)
 
 
 #: What a llama.cpp reference means in the report (its semantics), and with --reverse, which llama.cpp lacks.

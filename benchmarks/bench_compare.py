@@ -5,6 +5,13 @@ the straightforward script: ``F.log_softmax`` + ``F.kl_div`` per chunk, per-toke
 ``torch.quantile`` at the end. Both see the same chunks; generation time is excluded from both and reported.
 
     python benchmarks/bench_compare.py --tokens 1000000 --vocab 32000
+
+``--files`` measures ``kldiv compare`` on stored files instead: a ``quantized`` reference folder (chunks of
+``--chunk`` tokens, checksummed) against the other model's float32 ``.npy``, with 1 and ``--workers`` processes,
+beside the in-memory ``Comparison`` of the same arrays (the anchor) and the floors (reading both files, and
+hashing the reference, which verification adds):
+
+    python benchmarks/bench_compare.py --files --tokens 8192 --vocab 32000 --workers 2
 """
 
 from __future__ import annotations
@@ -46,7 +53,11 @@ def main() -> None:
     parser.add_argument("--agreement", nargs=2, metavar=("KLDIV_JSON", "BASELINE_JSON"),
                         help="only compare the percentiles of two --json files of separate runs, then exit")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for both methods (default: torch's)")
+    parser.add_argument("--files", action="store_true", help="measure kldiv compare on stored files (see above)")
+    parser.add_argument("--workers", type=int, default=2, help="with --files: processes of the parallel run")
     args = parser.parse_args()
+    if args.files:
+        return files(args)
     if args.agreement:
         return agreement(*args.agreement)
     if args.threads:
@@ -116,6 +127,61 @@ def main() -> None:
             worst = max(worst, abs(a - b) / abs(b))
             print(f"  {q:5.1f}%  kldiv {a:.6g}  torch.quantile {b:.6g}  rel.diff {abs(a - b) / abs(b):.2e}")
         print(f"worst relative percentile difference {worst:.2e} (float32 per-token values in the baseline)")
+
+
+def files(args: argparse.Namespace) -> None:
+    """kldiv compare on files: stored reference (quantized, checksummed) vs .npy, 1 and N processes."""
+    import hashlib
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from kldiv.compare import compare_files, save_reference
+
+    with tempfile.TemporaryDirectory(prefix="bench-compare-") as name:
+        folder = Path(name)
+        other = np.lib.format.open_memmap(folder / "other.npy", mode="w+", dtype=np.float32,
+                                          shape=(args.tokens, args.vocab))
+        references = []
+        clock = time.perf_counter()
+        done = 0
+        for reference, second in chunks(args.tokens, args.vocab, args.chunk, seed=0):
+            save_reference(folder / "ref", reference, format="quantized")
+            other[done:done + len(second)] = second.numpy()
+            references.append(reference)
+            done += len(second)
+        other.flush()
+        del other
+        print(f"wrote the files in {time.perf_counter() - clock:.1f} s")
+        timing = {}
+        clock = time.perf_counter()
+        memory = Comparison()
+        done = 0
+        second = np.load(folder / "other.npy", mmap_mode="r")
+        for reference in references:
+            memory.update(reference.numpy(), np.asarray(second[done:done + len(reference)]))
+            done += len(reference)
+        timing["in-memory Comparison (anchor)"] = time.perf_counter() - clock
+        for workers in (1, args.workers):
+            clock = time.perf_counter()
+            result = compare_files(folder / "ref", folder / "other.npy", workers=workers)
+            timing[f"compare_files, workers={workers}"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        for path in sorted((folder / "ref").glob("chunk-*.safetensors")) + [folder / "other.npy"]:
+            with open(path, "rb") as f:
+                while f.read(16 << 20):
+                    pass
+        timing["floor: read both files"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        for path in sorted((folder / "ref").glob("chunk-*.safetensors")):
+            hashlib.sha256(path.read_bytes()).hexdigest()
+        timing["verification: SHA-256 of the reference"] = time.perf_counter() - clock
+        size = sum(p.stat().st_size for p in (folder / "ref").iterdir()) + (folder / "other.npy").stat().st_size
+    print(f"{args.tokens} tokens x {args.vocab}, {size / 1e9:.2f} GB on disk; mean KLD {result.kld_mean:.7f} "
+          f"(in memory {memory.result().kld_mean:.7f})")
+    for what, seconds in timing.items():
+        print(f"| {what} | {seconds:.2f} | {args.tokens / seconds:,.0f} |")
 
 
 def agreement(kldiv_json: str, baseline_json: str) -> None:

@@ -90,3 +90,25 @@ def test_labels_of_the_wrong_size_are_refused(files, capsys):
     np.save(files / "few.npy", np.zeros(5, dtype=np.int64))
     code, _, err = run(["compare", str(files / "ref"), str(files / "other.npy"), "--labels", str(files / "few.npy")], capsys)
     assert code == 2 and "labels has 5 entries but" in err and "holds 32 tokens" in err
+
+
+def test_a_damaged_reference_chunk_is_one_line_naming_the_file(files, capsys):
+    chunk = files / "ref" / "chunk-000000.safetensors"
+    data = bytearray(chunk.read_bytes())
+    data[-7] ^= 0x40  # one bit of the last code
+    chunk.write_bytes(bytes(data))
+    code, out, err = run(["compare", str(files / "ref"), str(files / "other.npy")], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "chunk-000000.safetensors: its bytes do not match the SHA-256" in err
+
+
+def test_tokens_without_positions_are_said_in_the_report_and_the_plot(files, capsys):
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(30, 40)).astype(np.float32)
+    save_reference(files / "flat", a, labels=rng.integers(0, 40, 30))
+    np.save(files / "flat.npy", a + np.float32(0.1) * rng.normal(size=a.shape).astype(np.float32))
+    code, out, err = run(["compare", str(files / "flat"), str(files / "flat.npy"), "--plot", str(files / "f.png")],
+                         capsys)
+    assert code == 0, err
+    assert "(N, V) input has no positions" in out and "llama.cpp prints no summary below 100" in out
+    assert (files / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

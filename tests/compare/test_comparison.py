@@ -213,3 +213,55 @@ def test_result_serialises_to_json_without_nan_objects():
     c.update(a, b, y)
     data = json.loads(json.dumps(c.result().to_dict()))
     assert data["n_tokens"] == 20 and data["kld_percentiles"]["50.0"] > 0
+
+
+def test_ppl_ratio_is_zero_where_only_the_reference_gives_the_label_probability_zero():
+    a, b, y = random_logits(n=30)
+    a[3, y[3]] = -np.inf  # the reference rules the observed token out; the other model does not
+    c = Comparison()
+    c.update(a, b, y)
+    r = c.result()
+    assert r.ppl_reference == np.inf and r.ln_ppl_ratio == -np.inf and r.ppl_ratio == 0.0
+    assert np.isfinite(r.ppl_other) and np.isfinite(r.kld_mean)  # P = 0 where Q > 0: KL(P ‖ Q) stays finite
+    swapped = Comparison()
+    swapped.update(b, a, y)
+    s = swapped.result()
+    assert s.ppl_ratio == np.inf and s.ln_ppl_ratio == np.inf and s.kld_mean == np.inf
+
+
+def test_no_divergence_is_ever_negative_for_identical_or_shifted_models():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(300, 1000)).astype(np.float32)
+    c = Comparison()
+    c.update(a, a + np.float32(7.0))
+    r = c.result()
+    assert min(r.kld_percentiles.values()) >= 0 and r.kld_mean >= 0 and r.js_mean >= 0 and r.tvd_mean >= 0
+
+
+@pytest.mark.parametrize("n, text", [(1, "need at least 2 tokens"), (7, "llama.cpp reports them as 0 for 10 tokens"),
+                                     (50, "llama.cpp prints no summary below 100 tokens"), (200, None)])
+def test_few_tokens_are_reported_with_a_note_on_how_llama_cpp_differs(n, text):
+    a, b, y = random_logits(n=n)
+    c = Comparison()
+    c.update(a, b, y)
+    r = c.result()
+    notes = [note for note in r.notes if "token" in note and "position" not in note]
+    assert (text in notes[0]) if text else not notes
+    if n > 1:
+        assert r.kld_se == pytest.approx(se(oracle(a, b)["kld"]), rel=1e-10)
+
+
+def test_tokens_without_positions_stay_out_of_the_curve_and_say_so():
+    a, b, y = random_logits(n=40)
+    flat = Comparison()
+    flat.update(a, b, y)
+    r = flat.result()
+    assert r.kld_by_position.size == 0 and any("(N, V) input has no positions" in note for note in r.notes)
+    mixed = Comparison()
+    mixed.update(a, b, y)
+    mixed.update(a[:20].reshape(2, 10, 64), b[:20].reshape(2, 10, 64))
+    m = mixed.result()
+    np.testing.assert_array_equal(m.tokens_by_position, [2] * 10)
+    kld = oracle(a[:20], b[:20])["kld"].reshape(2, 10)
+    np.testing.assert_allclose(m.kld_by_position, kld.mean(0), rtol=1e-10)
+    assert any("covers the 20 tokens of (B, T, V) chunks, not the 40" in note for note in m.notes)

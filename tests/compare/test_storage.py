@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 
 import numpy as np
 import pytest
+from compare_reference import se  # noqa: E402,I001
 
 from kldiv.compare import FORMATS, Comparison, CorruptFileError, compare_files, save_reference
 
@@ -150,6 +152,21 @@ def test_truncated_safetensors_and_npy_name_the_file_and_offset(tmp_path):
         compare_files(path, tmp_path / "cut.npy")
 
 
+def rechecksum(path):
+    """Give a kldiv file whose bytes were edited a valid checksum again (what a buggy writer would produce), so
+    that the checks behind the checksum are what a test sees."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b'"checksum":"') + len(b'"checksum":"')
+    data[at:at + 64] = b"0" * 64
+    data[at:at + 64] = hashlib.sha256(bytes(data)).hexdigest().encode()
+    path.write_bytes(bytes(data))
+
+
+def tensor_offset(data, name):
+    (length,) = struct.unpack("<Q", data[:8])
+    return 8 + length + json.loads(data[8:8 + length])[name]["data_offsets"][0]
+
+
 def test_corrupt_header_and_nan_data_name_the_file_and_offset(tmp_path):
     a, _, _ = logits()
     path = save_reference(tmp_path / "ref.safetensors", a)
@@ -159,9 +176,12 @@ def test_corrupt_header_and_nan_data_name_the_file_and_offset(tmp_path):
     (tmp_path / "json.safetensors").write_bytes(bytes(bad_json))
     with pytest.raises(CorruptFileError, match="json.safetensors: byte offset 8: the header is not valid JSON"):
         compare_files(tmp_path / "json.safetensors", path)
-    start = 8 + length + 4 * (2 * 50 + 7)  # token 2, logit 7
+    start = tensor_offset(data, "logits") + 4 * (2 * 50 + 7)  # token 2, logit 7
     data[start:start + 4] = np.array([np.nan], "<f4").tobytes()
     (tmp_path / "nan.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match="nan.safetensors: its bytes do not match the SHA-256"):
+        compare_files(tmp_path / "nan.safetensors", path)
+    rechecksum(tmp_path / "nan.safetensors")  # behind the checksum, the data check names the offset
     with pytest.raises(CorruptFileError, match=rf"nan.safetensors: byte offset {start}: logit \[2, 7\] is NaN"):
         compare_files(tmp_path / "nan.safetensors", path)
 
@@ -170,11 +190,10 @@ def test_corrupt_top_k_ids_name_the_offset(tmp_path):
     a, _, _ = logits(shape=(5, 20))
     path = save_reference(tmp_path / "ref.safetensors", a, format="top_k", top_k=4)
     data = bytearray(path.read_bytes())
-    (length,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + length])
-    offset = 8 + length + header["indices"]["data_offsets"][0] + 4 * (4 * 3 + 1)
+    offset = tensor_offset(data, "indices") + 4 * (4 * 3 + 1)
     data[offset:offset + 4] = struct.pack("<i", 999)
     (tmp_path / "bad.safetensors").write_bytes(bytes(data))
+    rechecksum(tmp_path / "bad.safetensors")
     with pytest.raises(CorruptFileError, match=rf"bad.safetensors: byte offset {offset}: token id 999 of token 3"):
         compare_files(tmp_path / "bad.safetensors", path)
 
@@ -202,32 +221,67 @@ def test_save_reference_rejects_bad_arguments(tmp_path):
         save_reference(tmp_path / "x", a, labels=y[0])
 
 
-def llama_cpp_kld(path, other, n_ctx, n_chunk):
-    """llama.cpp's own arithmetic on its file (``log_softmax`` with ``base_log_prob`` in perplexity.cpp): terms
-    with a stored log-probability at or below -16 skipped, nothing renormalised."""
+def llama_cpp_statistics(path, other, labels, n_ctx, n_chunk):
+    """llama.cpp's own arithmetic on its file (``log_softmax`` with ``base_log_prob`` in ``tools/perplexity``),
+    written from its source: stored log p = scale * code + min_log_prob in float32, KL terms with log p <= -16
+    skipped and nothing renormalised, NLL(base) and p(base) from the stored log p(label), the arg max by the
+    first maximum; float64 elsewhere (llama.cpp accumulates in double)."""
     v = other.shape[-1]
     words = 2 * ((v + 1) // 2) + 4
     data = np.fromfile(path, dtype="<u2", offset=20 + 4 * n_ctx * n_chunk).reshape(-1, words)
-    scale, minimum = data[:, :4].copy().view("<f4")[:, 0], data[:, :4].copy().view("<f4")[:, 1]
-    log_p = scale[:, None] * data[:, 4:4 + v].astype(np.float32) + minimum[:, None]
+    head = data[:, :4].copy().view("<f4")
+    log_p = head[:, :1] * data[:, 4:4 + v].astype(np.float32) + head[:, 1:2]
     x = other.astype(np.float64)
     log_q = x - x.max(-1, keepdims=True)
     log_q -= np.log(np.exp(log_q).sum(-1, keepdims=True))
-    keep = log_p > -16
-    return np.where(keep, np.exp(log_p) * (log_p - log_q), 0.0).sum(-1).mean(), log_p
+    lp = log_p.astype(np.float64)
+    kld = np.where(log_p > -16, np.exp(lp) * (lp - log_q), 0.0).sum(-1)
+    rows = np.arange(len(labels))
+    nll, nll_base = -log_q[rows, labels], -lp[rows, labels]
+    delta_p = np.exp(-nll) - np.exp(-nll_base)
+    return {"kld": kld, "nll": nll, "nll_base": nll_base, "delta_p": delta_p,
+            "same_top": (other.argmax(-1) == log_p.argmax(-1)).astype(float)}, log_p
 
 
-def test_llama_cpp_files_are_read_with_llama_cpps_semantics_for_the_floor(tmp_path):
-    # the issue's case: logits ~ N(0, 5^2) over a large vocabulary, most of it below max - 16
+def test_llama_cpp_files_give_llama_cpps_arithmetic_to_1e6(tmp_path):
+    # the issue's case: logits ~ N(0, 5^2) over 32,000 tokens, most of them below max - 16
     n_ctx, n_chunk = 8, 4
     r, a, b, labels = llama_case(tmp_path, n_ctx, n_chunk, 32000, spread=5, noise=0.05, seed=3)
     exact = in_memory(a.astype(np.float64), b.astype(np.float64)).kld_mean
-    llama, stored = llama_cpp_kld(tmp_path / "base.kld", b, n_ctx, n_chunk)
-    assert llama == pytest.approx(exact, rel=0.01)
-    # Reading the floor entries as probabilities gave 9x the exact value. Skipped entries are impossible now; the
-    # reference is still renormalised over the kept ones, which adds about the skipped mass (2e-4 here, +17 %):
-    # llama.cpp's unnormalised sum is not reproduced yet
-    assert exact < r.kld_mean < 1.25 * exact
-    # the scored tokens keep their stored log-probabilities
-    nll = -stored[np.arange(len(labels)), labels].astype(np.float64)
-    assert r.ppl_reference == pytest.approx(np.exp(nll.mean()), rel=1e-3)  # llama.cpp's perplexity of its file
+    llama, _ = llama_cpp_statistics(tmp_path / "base.kld", b, labels, n_ctx, n_chunk)
+    assert llama["kld"].mean() == pytest.approx(exact, rel=0.02)  # llama.cpp's figure is near the exact one
+    assert r.kld_mean == pytest.approx(llama["kld"].mean(), rel=1e-6)
+    assert r.kld_se == pytest.approx(se(llama["kld"]), rel=1e-6)
+    for q, value in r.kld_percentiles.items():
+        assert value == pytest.approx(np.percentile(llama["kld"], q), rel=1e-6)
+    assert r.ppl_reference == pytest.approx(np.exp(llama["nll_base"].mean()), rel=1e-6)
+    assert r.ppl_other == pytest.approx(np.exp(llama["nll"].mean()), rel=1e-6)
+    assert r.ln_ppl_ratio == pytest.approx((llama["nll"] - llama["nll_base"]).mean(), rel=1e-6)
+    assert r.delta_p_mean == pytest.approx(llama["delta_p"].mean(), rel=1e-6)
+    assert r.rms_delta_p == pytest.approx(np.sqrt((llama["delta_p"] ** 2).mean()), rel=1e-6)
+    assert r.same_top_p == llama["same_top"].mean()
+    assert any("llama.cpp" in note for note in r.notes)
+
+
+def test_llama_cpp_arithmetic_holds_for_far_apart_models_and_reverse_reads_the_floor(tmp_path):
+    n_ctx, n_chunk, v = 10, 3, 2000
+    r, a, b, labels = llama_case(tmp_path, n_ctx, n_chunk, v, spread=4, noise=2.0, seed=8)
+    llama, log_p = llama_cpp_statistics(tmp_path / "base.kld", b, labels, n_ctx, n_chunk)
+    assert r.kld_mean == pytest.approx(llama["kld"].mean(), rel=1e-6)
+    assert r.ppl_ratio == pytest.approx(np.exp((llama["nll"] - llama["nll_base"]).mean()), rel=1e-6)
+    # reverse: llama.cpp has none; the stored rows, floor entries at their floor value, renormalised
+    reverse = compare_files(tmp_path / "base.kld", tmp_path / "other.npy", reverse=True)
+    stored = log_p.astype(np.float64)
+    expected = Comparison(reverse=True)
+    expected.update(stored, b.astype(np.float64))
+    assert reverse.kld_mean == pytest.approx(expected.result().kld_mean, rel=1e-9)
+    assert any("--reverse" in note for note in reverse.notes)
+
+
+def test_logits_beyond_float16_are_refused_with_the_way_out(tmp_path):
+    with pytest.raises(ValueError, match=r"logits reach 1e\+05, beyond float16's range \(±65504\); use "
+                                         "format='quantized'"):
+        save_reference(tmp_path / "h.safetensors", np.array([[1e5, 0.0, 1.0]], np.float32), format="float16")
+    assert not (tmp_path / "h.safetensors").exists()
+    path = save_reference(tmp_path / "q.safetensors", np.array([[1e5, 0.0, 1.0]], np.float32), format="quantized")
+    assert compare_files(path, path).kld_mean == 0

@@ -58,14 +58,22 @@ def report_rows(result: Any) -> list[tuple[str, list[tuple[str, str]]]]:
              ("Percentiles", "exact" if result.percentile_error == 0 else
               f"sketch, relative error ≤ {result.percentile_error:g}")]
     if result.reference_format is not None:
-        error = result.reference_self_kld
+        error, log_error = result.reference_self_kld, result.reference_log_prob_error
         about.append(("Reference format", result.reference_format + (
-            "" if error is None else f" (measured error: mean KL(exact ‖ stored) = {error:.3g} nats)")))
-        if "llama.cpp" in result.reference_format.split("+"):
-            about.append(("llama.cpp semantics", "reference log-probabilities <= -16 are skipped, as llama.cpp does "
-                                                 "(probability 0; the scored token's own enters the perplexity)"))
+            "" if error is None else f" (measured error: mean KL(exact ‖ stored) = {max(error, 0.0):.3g} nats"
+            + ("" if log_error is None else f", log-probabilities off by {max(log_error, 0.0):.3g} nats on average")
+            + ")")))
+    for note in result.notes:
+        name, _, text = note.partition(": ") if note.startswith("llama.cpp semantics") else ("Note", "", note)
+        about.append((name, text))
     sections.append(("About", about))
     return sections
+
+
+def _weighted_quantile(values: np.ndarray, counts: np.ndarray, q: float) -> float:
+    order = np.argsort(values)
+    cumulative = np.cumsum(counts[order])
+    return float(values[order][min(np.searchsorted(cumulative, q * cumulative[-1]), len(values) - 1)])
 
 
 def _plot(path: Path, comparison: Any, result: Any) -> None:
@@ -74,24 +82,49 @@ def _plot(path: Path, comparison: Any, result: Any) -> None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import LogLocator, NullFormatter
     except ImportError:
         raise CommandError("--plot needs matplotlib; install it with: pip install 'kldiv[apps]'") from None
     panels = 3 if result.delta_p_mean is not None else 2
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
     values, counts = comparison.distribution("kld")
     positive = values > 0
+    zeros = int(counts[~positive].sum())
     if positive.any():
         lo, hi = values[positive].min(), values[positive].max()
-        bins = np.geomspace(lo, hi if hi > lo else lo * 10, 60)
-        axes[0].hist(values[positive], bins=bins, weights=counts[positive])
-        axes[0].set_xscale("log")
-    axes[0].set(title=f"per-token {result.direction}", xlabel="KLD (nats)", ylabel="tokens")
-    axes[1].plot(result.kld_by_position)
-    axes[1].set(title="mean KLD by position", xlabel="position", ylabel="mean KLD (nats)")
+        if hi > 10 * lo:  # a log axis, labelled at whole decades only (minor labels overlap on short spans)
+            axes[0].hist(values[positive], bins=np.geomspace(lo, hi, 60), weights=counts[positive])
+            axes[0].set_xscale("log")
+            axes[0].xaxis.set_major_locator(LogLocator(base=10, numticks=8))
+            axes[0].xaxis.set_minor_formatter(NullFormatter())
+        else:
+            axes[0].hist(values[positive], bins=40, weights=counts[positive])
+            axes[0].ticklabel_format(axis="x", style="sci", scilimits=(-3, 3))
+    axes[0].set(title=f"per-token {result.direction}" + (f" ({zeros} at 0)" if zeros else ""), xlabel="KLD (nats)",
+                ylabel="tokens")
+    curve = result.kld_by_position
+    if curve.size:
+        axes[1].plot(np.arange(curve.size), curve, marker="." if curve.size < 50 else None)
+        axes[1].set(title="mean KLD by position", xlabel="position in the sequence", ylabel="mean KLD (nats)")
+    else:
+        axes[1].text(0.5, 0.5, "no positions:\n(tokens, vocab) input has none;\nsave (batch, sequence, vocab) "
+                     "logits for this curve", ha="center", va="center", transform=axes[1].transAxes)
+        axes[1].set(title="mean KLD by position", xticks=[], yticks=[])
     if panels == 3:
         values, counts = comparison.distribution("delta_p")
-        axes[2].hist(values, bins=60, weights=counts)
-        axes[2].set(title="Δp = p_other(label) - p_reference(label)", xlabel="Δp", ylabel="tokens")
+        # Δp is heavy-tailed (most tokens near 0): bins over the central 98 %, the rest gathered in the end bins
+        low, high = _weighted_quantile(values, counts, 0.01), _weighted_quantile(values, counts, 0.99)
+        if high <= low:
+            low, high = values.min() - 1e-12, values.max() + 1e-12
+        clipped = np.clip(values, low, high)
+        axes[2].hist(100 * clipped, bins=50, weights=counts, range=(100 * low, 100 * high))
+        axes[2].set_yscale("log")
+        outside = int(counts[(values < low) | (values > high)].sum())
+        axes[2].set(title="Δp = p_other(label) - p_reference(label)", xlabel="Δp (percentage points)",
+                    ylabel="tokens (log scale)")
+        if outside:
+            axes[2].annotate(f"{outside} tokens beyond the range sit in the end bins", (0.5, 0.97),
+                             xycoords="axes fraction", ha="center", va="top", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -108,6 +141,9 @@ def compare(
     reverse: bool = typer.Option(False, "--reverse", help="Report KL(OTHER ‖ REF) instead of KL(REF ‖ OTHER)."),
     vocab_size: int | None = typer.Option(None, "--vocab-size", min=1,
                                           help="Compare only the first N logits of both (for padded vocabularies)."),
+    workers: int = typer.Option(1, "--workers", min=1,
+                                help="Split the tokens over N processes (torch.distributed, gloo on 127.0.0.1) "
+                                     "and merge; the report equals the one-process report."),
 ) -> None:
     """How far OTHER's next-token distributions are from REF's: llama.cpp's KL-divergence report."""
     from rich.console import Console
@@ -128,9 +164,12 @@ def compare(
                         disable=not sys.stderr.isatty())
     with progress:
         task = progress.add_task("compare", total=None)
-        result = compare_files(reference, other, labels=label_array, reverse=reverse, vocab_size=vocab_size,
-                               comparison=comparison,
-                               progress=lambda done, total: progress.update(task, completed=done, total=total))
+        try:
+            result = compare_files(reference, other, labels=label_array, reverse=reverse, vocab_size=vocab_size,
+                                   comparison=comparison, workers=workers,
+                                   progress=lambda done, total: progress.update(task, completed=done, total=total))
+        except ImportError as error:  # --workers without PyTorch
+            raise CommandError(f"--workers: {error}") from None
     if plot is not None:
         _plot(plot, comparison, result)
     if as_json:

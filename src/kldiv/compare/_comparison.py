@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import _backend, _validate
-from ._moments import Moments
+from ._moments import NON_FINITE, Moments
 from ._sketch import QuantileSketch
 from ._tokens import token_values
 
@@ -26,7 +26,9 @@ class ComparisonResult:
     """Every statistic of the report. Divergences are in nats; probabilities and fractions in [0, 1].
 
     ``kld_*`` is KL(reference ‖ other) (``direction`` says which). Standard errors are those of the mean,
-    sqrt(s^2 / n) with the sample variance s^2, as llama.cpp computes them. Percentile dictionaries map
+    sqrt(s^2 / n) with the sample variance s^2, as llama.cpp computes them, for any n >= 2 (0 for one token).
+    llama.cpp differs on few tokens: it reports 0 for n <= 10 and prints no summary below 100 tokens; here every
+    statistic is reported and ``notes`` says when n is that small. Percentile dictionaries map
     the percentile (100 = maximum, 50 = median, 0 = minimum) to its value; ``percentile_error`` is 0 when
     they are exact, otherwise the sketch's relative error bound (see :class:`QuantileSketch`).
 
@@ -34,6 +36,15 @@ class ComparisonResult:
     Δp = p_other(label) - p_reference(label). PPL = exp(mean NLL); the ratio PPL(other)/PPL(reference) =
     exp(mean(NLL_other - NLL_reference)), whose standard error uses the per-token differences and so
     includes the correlation of the two models' NLL (what llama.cpp's covariance term does).
+
+    From stored files (:func:`compare_files`): ``reference_format``, and the error the reference's format adds,
+    measured when it was saved: ``reference_self_kld`` = mean KL(exact ‖ stored) and ``reference_log_prob_error``
+    = mean of sum_i p_i |log p̂_i - log p_i| (see :func:`save_reference`).
+
+    ``kld_by_position[t]`` is the mean KLD of the tokens at position t of (B, T, V) chunks (and of stored
+    references saved with a (B, T) batch shape, or llama.cpp files), with ``tokens_by_position[t]`` tokens; NaN
+    where none. (N, V) chunks are tokens without positions: they enter every other statistic but not this curve,
+    which is empty when no chunk had positions (``notes`` says so).
     """
 
     n_tokens: int
@@ -70,6 +81,7 @@ class ComparisonResult:
     ln_ppl_correlation: float | None = None
     reference_format: str | None = None
     reference_self_kld: float | None = None
+    reference_log_prob_error: float | None = None
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -127,7 +139,9 @@ class Comparison:
         Δp_t = Q_t(y_t) - P_t(y_t),   NLL_t = -log Q_t(y_t)  and  -log P_t(y_t)
 
     Means and variances are exact running moments (Chan et al. 1979); percentiles are exact up to
-    ``exact_limit`` tokens, then from a relative-error sketch (see :class:`QuantileSketch`).
+    ``exact_limit`` tokens, then from a relative-error sketch (see :class:`QuantileSketch`). Comparisons of
+    different tokens combine with :meth:`merge` (associative: split the tokens any way, over processes or
+    machines), and :meth:`state_dict` / :meth:`from_state_dict` carry one between them as plain arrays.
 
     Args:
       reverse: report KL(other ‖ reference) instead of KL(reference ‖ other).
@@ -172,6 +186,120 @@ class Comparison:
         self._position_count = np.zeros(0, dtype=np.int64)
         self._vocab: int | None = None
 
+    # --- merging and state: a comparison split over processes or machines ---------------------------------
+
+    def _settings(self) -> dict[str, Any]:
+        return {"reverse": self.reverse, "vocab_size": self.vocab_size, "top_k": self.top_k,
+                "relative_accuracy": self._kld_quantiles.relative_accuracy,
+                "exact_limit": self._kld_quantiles.exact_limit}
+
+    def _check_settings(self, settings: dict[str, Any], what: str) -> None:
+        mine = self._settings()
+        for key, value in settings.items():
+            if value != mine[key]:
+                raise ValueError(
+                    f"{what} has {key}={value!r} but this Comparison has {key}={mine[key]!r}; create the "
+                    f"Comparison with {key}={value!r} (or use Comparison.from_state_dict)"
+                )
+
+    def merge(self, other: Comparison) -> Comparison:
+        """Add every token ``other`` has compared to this comparison, in place, and return it.
+
+        The result is that of one comparison fed both sets of tokens: counts and position curves add, means and
+        co-moments combine by Chan et al.'s pairwise update (exact up to rounding: any grouping agrees to
+        about 1e-15 relative), and the percentile sketches merge bucket by bucket, so percentiles keep the error
+        bound of :class:`QuantileSketch` (and stay exact while all the tokens together fit ``exact_limit``).
+        Merging is associative and commutative. Both must have the same settings (``reverse``, ``vocab_size``,
+        ``top_k``, ``relative_accuracy``, ``exact_limit``) and vocabulary.
+
+        Raises:
+          TypeError: if ``other`` is not a :class:`Comparison`.
+          ValueError: if the settings or the vocabularies differ.
+        """
+        if not isinstance(other, Comparison):
+            raise TypeError(f"merge takes another Comparison, got {type(other).__name__}")
+        self._check_settings(other._settings(), "the other comparison")
+        if self._vocab is not None and other._vocab is not None and self._vocab != other._vocab:
+            raise ValueError(f"the other comparison has a vocabulary of {other._vocab} but this one has {self._vocab}; "
+                             "only comparisons of the same vocabulary merge")
+        self._vocab = self._vocab if self._vocab is not None else other._vocab
+        self._tokens.merge(other._tokens)
+        self._labelled.merge(other._labelled)
+        self._kld_quantiles.merge(other._kld_quantiles)
+        self._delta_p_quantiles.merge(other._delta_p_quantiles)
+        size = max(self._position_sum.size, other._position_sum.size)
+        self._position_sum = _padded(self._position_sum, size) + _padded(other._position_sum, size)
+        self._position_count = _padded(self._position_count, size) + _padded(other._position_count, size)
+        return self
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything this comparison has accumulated, and its settings, as a flat dictionary of NumPy arrays.
+
+        Plain numbers and arrays only (float64 and int64; a 0-d array for a number), no pickle: save it with
+        ``numpy.savez`` or ``safetensors.numpy.save_file``, send it between processes as tensors, and restore
+        it with :meth:`load_state_dict` or :meth:`from_state_dict`. The keys, dtypes and ranks are the same
+        for every comparison of the same ``top_k`` (only lengths differ), which is what
+        :func:`merge_across_processes` relies on. Its size is O(1) in the tokens: at most ``exact_limit``
+        values per percentile sketch, then a fixed histogram (about 1.1 MB each at ``relative_accuracy=1e-3``).
+        """
+        state: dict[str, np.ndarray] = {
+            "version": np.array(STATE_VERSION, dtype=np.int64),
+            "settings.reverse": np.array(int(self.reverse), dtype=np.int64),
+            "settings.vocab_size": np.array(-1 if self.vocab_size is None else self.vocab_size, dtype=np.int64),
+            "settings.top_k": np.array(self.top_k, dtype=np.int64),
+            "vocab": np.array(-1 if self._vocab is None else self._vocab, dtype=np.int64),
+            "positions.sum": self._position_sum.copy(),
+            "positions.count": self._position_count.copy(),
+        }
+        for prefix, part in (("tokens", self._tokens), ("labelled", self._labelled),
+                             ("kld_sketch", self._kld_quantiles), ("delta_p_sketch", self._delta_p_quantiles)):
+            state.update({f"{prefix}.{key}": value for key, value in part.state().items()})
+        return state
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Comparison:
+        """A comparison with the settings and the accumulated tokens of ``state`` (see :meth:`state_dict`)."""
+        state = _checked_state(state)
+        sketch = state["kld_sketch.relative_accuracy"], state["kld_sketch.exact_limit"]
+        vocab_size = int(state["settings.vocab_size"])
+        comparison = cls(reverse=bool(state["settings.reverse"]), vocab_size=None if vocab_size < 0 else vocab_size,
+                         top_k=tuple(int(k) for k in state["settings.top_k"]),
+                         relative_accuracy=float(sketch[0]), exact_limit=int(sketch[1]))
+        comparison.load_state_dict(state)
+        return comparison
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Replace what this comparison has accumulated by ``state`` (from :meth:`state_dict`, maybe of another
+        process); the settings must match this comparison's. Values may be NumPy arrays, tensors or numbers.
+
+        Raises:
+          ValueError: if ``state`` is not a comparison's state (a key missing, a wrong shape or dtype,
+            inconsistent counts) or was made with other settings.
+        """
+        state = _checked_state(state)
+        vocab_size = int(state["settings.vocab_size"])
+        self._check_settings({
+            "reverse": bool(state["settings.reverse"]),
+            "vocab_size": None if vocab_size < 0 else vocab_size,
+            "top_k": tuple(int(k) for k in state["settings.top_k"]),
+            "relative_accuracy": float(state["kld_sketch.relative_accuracy"]),
+            "exact_limit": int(state["kld_sketch.exact_limit"]),
+        }, "the state")
+        for prefix, part in (("tokens", self._tokens), ("labelled", self._labelled)):
+            if state[f"{prefix}.mean"].shape != (len(part.names),):
+                raise ValueError(f"the state's {prefix}.mean has shape {state[f'{prefix}.mean'].shape} but a "
+                                 f"comparison with top_k={self.top_k} has {len(part.names)} statistics there")
+            part.load_state({key: state[f"{prefix}.{key}"] for key in _MOMENT_KEYS})
+        for prefix, sketch in (("kld_sketch", self._kld_quantiles), ("delta_p_sketch", self._delta_p_quantiles)):
+            if not int(state[f"{prefix}.exact"]) and state[f"{prefix}.positive"].shape != (sketch._size,):
+                raise ValueError(f"the state's {prefix}.positive has {state[f'{prefix}.positive'].size} buckets but "
+                                 f"a sketch of relative_accuracy={sketch.relative_accuracy} has {sketch._size}")
+            sketch.load_state({key[len(prefix) + 1:]: value for key, value in state.items() if key.startswith(prefix)})
+        vocab = int(state["vocab"])
+        self._vocab = None if vocab < 0 else vocab
+        self._position_sum = np.array(state["positions.sum"], dtype=np.float64)
+        self._position_count = np.array(state["positions.count"], dtype=np.int64)
+
     @property
     def n_tokens(self) -> int:
         """How many tokens have been compared so far."""
@@ -190,7 +318,8 @@ class Comparison:
         Args:
           reference_logits: (N, V) or (B, T, V) logits (or log-probabilities) of the reference model,
             NumPy or PyTorch on any device. A (B, T, V) chunk is B sequences whose token t sits at
-            position t; an (N, V) chunk is one sequence of N positions.
+            position t (the per-position curve ``kld_by_position`` comes from these only); an (N, V) chunk is
+            N tokens without positions.
           other_logits: the other model's logits for the same tokens, same shape (vocabulary sizes may
             differ only with ``vocab_size``). A NumPy side is moved to the other side's torch device.
           labels: optional integer array of the batch shape, the observed next tokens; enables Δp and
@@ -199,7 +328,8 @@ class Comparison:
         """
         reference, other = self._pair(reference_logits, other_logits)
         batch = tuple(reference.shape[:-1])
-        positions = np.broadcast_to(np.arange(batch[-1]), batch).reshape(-1)
+        # (N, V) rows are tokens of unknown position (-1): kld_by_position is defined for (B, T, V) only
+        positions = np.broadcast_to(np.arange(batch[-1]) if len(batch) == 2 else -1, batch).reshape(-1)
         keep = None
         if mask is not None:
             keep = _host_array(mask, "mask", batch, np.bool_).reshape(-1)
@@ -210,8 +340,17 @@ class Comparison:
                           label_rows, keep, positions, batch)
 
     def _update_rows(self, reference: Any, other: Any, labels: np.ndarray | None, keep: np.ndarray | None,
-                     positions: np.ndarray, batch: tuple[int, ...]) -> None:
-        """Rows (n, V) already paired by :meth:`_pair`, with host-side labels, keep flags and positions (n,)."""
+                     positions: np.ndarray, batch: tuple[int, ...],
+                     llama: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Rows (n, V) already paired by :meth:`_pair`, with host-side labels, keep flags and positions (n,).
+
+        ``llama`` = (log_mass, label_log_prob), per row, marks reference rows of a llama.cpp file (see
+        :meth:`LogitsSource.read`): their reference rows hold the kept entries (the rest -inf), log_mass is the
+        log of the kept probability Z, and label_log_prob the stored log p(label) (NaN for rows not of such a
+        file). The statistics then follow llama.cpp's arithmetic (``log_softmax`` in ``tools/perplexity``):
+        KLD_t = sum over kept i of p_i (log p_i - log q_i), unnormalised, which is Z (KL(P/Z ‖ Q) + log Z) (exact
+        algebra; it can be slightly negative, as llama.cpp's); the reference NLL and Δp use the stored
+        log p(label). JS, TVD and top-k use the kept entries renormalised."""
         if labels is not None:
             v = reference.shape[-1]
             bad = ((labels < 0) | (labels >= v)) & (labels != IGNORE_INDEX)
@@ -224,7 +363,7 @@ class Comparison:
                     f"labels{list(where)} = {int(labels[i])} is not a token id of a vocabulary of {v}; labels "
                     f"must lie in [0, {v}) or equal {IGNORE_INDEX} to be ignored"
                 )
-        self._add(reference, other, labels, keep, positions, batch)
+        self._add(reference, other, labels, keep, positions, batch, llama)
 
     def _pair(self, reference: Any, other: Any) -> tuple[Any, Any]:
         """Both chunks on one backend and device, checked for shape, with the vocabulary cut if asked."""
@@ -275,7 +414,7 @@ class Comparison:
         return reference, other
 
     def _add(self, reference: Any, other: Any, labels: np.ndarray | None, keep: np.ndarray | None,
-             positions: np.ndarray, batch: tuple[int, ...]) -> None:
+             positions: np.ndarray, batch: tuple[int, ...], llama: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Accumulate rows (n, V) with host-side labels, keep mask and positions (n,)."""
         if keep is not None and not keep.all():
             index = np.flatnonzero(keep)
@@ -283,6 +422,7 @@ class Comparison:
             reference, other = reference[rows], other[rows]
             positions = positions[index]
             labels = labels[index] if labels is not None else None
+            llama = (llama[0][index], llama[1][index]) if llama is not None else None
         n = reference.shape[0]
         if n == 0:
             return
@@ -294,6 +434,13 @@ class Comparison:
             _validate.Locator("other_logits", (n, other.shape[-1]), 1, (n,)),
         )
         values = token_values(reference, other, gather, reverse=self.reverse, top_k=self.top_k, locators=locators)
+        if llama is not None:
+            log_mass, label_log_prob = llama
+            kld = values.kld if self.reverse else np.exp(log_mass) * (values.kld + log_mass)
+            log_p_reference = values.log_p_reference
+            if log_p_reference is not None:
+                log_p_reference = np.where(np.isnan(label_log_prob), log_p_reference, label_log_prob)
+            values = values._replace(kld=kld, log_p_reference=log_p_reference)
         columns = [values.kld, values.js, values.tvd, values.same_top] + [values.overlap[k] for k in self.top_k]
         self._tokens.update(np.stack(columns, axis=1))
         self._kld_quantiles.update(values.kld)
@@ -309,6 +456,12 @@ class Comparison:
             self._delta_p_quantiles.update(delta_p)
 
     def _add_positions(self, positions: np.ndarray, kld: np.ndarray) -> None:
+        """Add to the per-position curve; position -1 marks a token of unknown position (left out)."""
+        known = positions >= 0
+        if not known.all():
+            positions, kld = positions[known], kld[known]
+        if positions.size == 0:
+            return
         size = int(positions.max()) + 1
         if size > self._position_sum.size:
             self._position_sum = np.concatenate([self._position_sum, np.zeros(size - self._position_sum.size)])
@@ -334,6 +487,17 @@ class Comparison:
         notes = []
         if t.count < 2:
             notes.append("standard errors need at least 2 tokens; they are reported as 0")
+        elif t.count <= 10:
+            notes.append(f"standard errors from {t.count} tokens are themselves rough; llama.cpp reports them as 0 "
+                         "for 10 tokens or fewer (and prints no summary below 100 tokens)")
+        elif t.count < 100:
+            notes.append(f"only {t.count} tokens: llama.cpp prints no summary below 100 tokens; kldiv reports every "
+                         "statistic")
+        placed = int(self._position_count.sum())
+        if placed < t.count:
+            notes.append("kld_by_position is empty: (N, V) input has no positions; pass (B, T, V) chunks for the curve"
+                         if placed == 0 else f"kld_by_position covers the {placed} tokens of (B, T, V) chunks, not "
+                         f"the {t.count - placed} of (N, V) chunks, which have no positions")
         fields: dict[str, Any] = dict(
             n_tokens=t.count,
             direction=self.direction,
@@ -392,6 +556,73 @@ class Comparison:
                 m.covariance_of("nll_other", "nll_reference") / sd_product if sd_product > 0 and math.isfinite(sd_product) else None
             ),
         )
+
+
+#: Bumped when the layout of :meth:`Comparison.state_dict` changes.
+STATE_VERSION = 1
+
+_MOMENT_KEYS = {"count": (0, "i"), "mean": (1, "f"), "comoment": (2, "f"), "positive_infinite": (1, "i"),
+                "negative_infinite": (1, "i"), "undefined": (1, "i")}
+_SKETCH_KEYS = {"relative_accuracy": (0, "f"), "exact_limit": (0, "i"), "count": (0, "i"), "minimum": (0, "f"),
+                "maximum": (0, "f"), "exact": (0, "i"), "values": (1, "f"), "positive": (1, "i"),
+                "negative": (1, "i"), "zeros": (0, "i"), "over": (1, "i")}
+#: Every key of a comparison's state, with its rank and dtype kind ("i" integer, "f" float).
+STATE_KEYS: dict[str, tuple[int, str]] = {
+    "version": (0, "i"), "settings.reverse": (0, "i"), "settings.vocab_size": (0, "i"), "settings.top_k": (1, "i"),
+    "vocab": (0, "i"), "positions.sum": (1, "f"), "positions.count": (1, "i"),
+    **{f"{prefix}.{key}": spec for prefix in ("tokens", "labelled") for key, spec in _MOMENT_KEYS.items()},
+    **{f"{prefix}.{key}": spec for prefix in ("kld_sketch", "delta_p_sketch") for key, spec in _SKETCH_KEYS.items()},
+}
+
+
+def _checked_state(state: Any) -> dict[str, np.ndarray]:
+    """``state`` as NumPy arrays, checked to be a comparison's state: every key, rank, dtype and count."""
+    if not isinstance(state, dict):
+        raise TypeError(f"a comparison's state is the dict from Comparison.state_dict(), got {type(state).__name__}")
+    missing = [key for key in STATE_KEYS if key not in state]
+    extra = [key for key in state if key not in STATE_KEYS]
+    if missing or extra:
+        raise ValueError(f"not a comparison's state: {'missing ' + ', '.join(missing) if missing else ''}"
+                         f"{'; ' if missing and extra else ''}{'unknown ' + ', '.join(map(str, extra)) if extra else ''}"
+                         "; pass the dict from Comparison.state_dict()")
+    out = {}
+    for key, (rank, kind) in STATE_KEYS.items():
+        value = state[key]
+        if _backend.is_torch(value):
+            value = value.detach().to("cpu").numpy()
+        value = np.asarray(value)
+        if value.ndim != rank or value.dtype.kind not in ("iub" if kind == "i" else "fiu"):
+            raise ValueError(f"the state's {key} is a {value.dtype} array of shape {value.shape}; a comparison's "
+                             f"state has {'integer' if kind == 'i' else 'float'} {('numbers', 'vectors', 'matrices')[rank]} there")
+        out[key] = value.astype(np.int64 if kind == "i" else np.float64)
+    if int(out["version"]) != STATE_VERSION:
+        raise ValueError(f"the state has version {int(out['version'])}; this kldiv reads version {STATE_VERSION}")
+    for prefix, sketch in (("tokens", "kld_sketch"), ("labelled", "delta_p_sketch")):
+        d = out[f"{prefix}.mean"].size
+        count, values = int(out[f"{prefix}.count"]), out[f"{sketch}.values"]
+        exact = int(out[f"{sketch}.exact"])
+        problems = [
+            out[f"{prefix}.comoment"].shape != (d, d) and f"{prefix}.comoment is not {d} x {d}",
+            *(out[f"{prefix}.{key}"].shape != (d,) and f"{prefix}.{key} does not have {d} entries" for key in NON_FINITE),
+            count < 0 and f"{prefix}.count is negative",
+            int(out[f"{sketch}.count"]) != count and f"{sketch}.count differs from {prefix}.count",
+            exact and values.size != count and f"{sketch} is exact but holds {values.size} values for {count} tokens",
+            not exact and int(out[f"{sketch}.positive"].sum() + out[f"{sketch}.negative"].sum()
+                              + out[f"{sketch}.zeros"] + out[f"{sketch}.over"].sum()) != count
+            and f"{sketch}'s buckets do not add up to {count} tokens",
+            out[f"{sketch}.over"].shape != (2,) and f"{sketch}.over does not have 2 entries",
+        ]
+        problem = next((p for p in problems if p), None)
+        if problem:
+            raise ValueError(f"the state is inconsistent: {problem}; pass the dict from Comparison.state_dict()")
+    if out["positions.sum"].shape != out["positions.count"].shape or int(out["positions.count"].sum()) > int(out["tokens.count"]):
+        raise ValueError("the state is inconsistent: positions.sum and positions.count do not describe tokens.count "
+                         "tokens; pass the dict from Comparison.state_dict()")
+    return out
+
+
+def _padded(x: np.ndarray, size: int) -> np.ndarray:
+    return np.concatenate([x, np.zeros(size - x.size, dtype=x.dtype)]) if x.size < size else x.copy()
 
 
 def _exp(x: float) -> float:

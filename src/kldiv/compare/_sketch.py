@@ -81,12 +81,83 @@ class QuantileSketch:
         if self._exact is not None:
             self._exact.append(values.copy())
             if self.count > self.exact_limit:
-                stored, self._exact = np.concatenate(self._exact), None
-                self._positive = np.zeros(self._size, dtype=np.int64)
-                self._negative = np.zeros(self._size, dtype=np.int64)
-                self._add(stored)
+                self._to_histogram()
             return
         self._add(values)
+
+    def _to_histogram(self) -> None:
+        """Move the exact values into the histogram (what ``update`` does once they exceed ``exact_limit``)."""
+        if self._exact is None:
+            return
+        stored = np.concatenate(self._exact) if self._exact else np.zeros(0)
+        self._exact = None
+        self._positive = np.zeros(self._size, dtype=np.int64)
+        self._negative = np.zeros(self._size, dtype=np.int64)
+        self._add(stored)
+
+    def merge(self, other: QuantileSketch) -> None:
+        """Add every value ``other`` has seen, as if they had been passed to :meth:`update`.
+
+        Exact while the two together hold at most ``exact_limit`` values; beyond that both sides' values sit in
+        the same deterministic buckets, so the merged histogram equals the one a single sketch of all the values
+        builds, whatever the grouping (merging is associative and commutative) and the error bound is kept.
+        """
+        if (other.relative_accuracy, other.exact_limit) != (self.relative_accuracy, self.exact_limit):
+            raise ValueError(
+                f"cannot merge a sketch with relative_accuracy={other.relative_accuracy}, exact_limit="
+                f"{other.exact_limit} into one with relative_accuracy={self.relative_accuracy}, exact_limit="
+                f"{self.exact_limit}; create both with the same settings"
+            )
+        if other.count == 0:
+            return
+        if self.count + other.count <= self.exact_limit and self.exact and other.exact:
+            self._exact.extend(part.copy() for part in other._exact)
+        else:
+            self._to_histogram()
+            if other.exact:
+                self._add(np.concatenate(other._exact))
+            else:
+                self._positive += other._positive
+                self._negative += other._negative
+                self._zeros += other._zeros
+                self._over = [self._over[0] + other._over[0], self._over[1] + other._over[1]]
+        self.count += other.count
+        self.minimum = min(self.minimum, other.minimum)
+        self.maximum = max(self.maximum, other.maximum)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The sketch as plain arrays: the exact values while exact, else the bucket counts (empty arrays stand
+        for the other form, so the keys, dtypes and ranks never change)."""
+        exact = self._exact is not None
+        empty = np.zeros(0, dtype=np.int64)
+        return {
+            "relative_accuracy": np.array(self.relative_accuracy),
+            "exact_limit": np.array(self.exact_limit, dtype=np.int64),
+            "count": np.array(self.count, dtype=np.int64),
+            "minimum": np.array(self.minimum),
+            "maximum": np.array(self.maximum),
+            "exact": np.array(exact, dtype=np.int64),
+            "values": (np.concatenate(self._exact) if self._exact else np.zeros(0)) if exact else np.zeros(0),
+            "positive": empty if exact else self._positive.copy(),
+            "negative": empty if exact else self._negative.copy(),
+            "zeros": np.array(self._zeros, dtype=np.int64),
+            "over": np.array(self._over, dtype=np.int64),
+        }
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore :meth:`state` of a sketch with the same settings (checked by the caller)."""
+        self.count = int(state["count"])
+        self.minimum, self.maximum = float(state["minimum"]), float(state["maximum"])
+        if int(state["exact"]):
+            values = np.array(state["values"], dtype=np.float64)
+            self._exact = [values] if values.size else []
+            self._positive = self._negative = None
+        else:
+            self._exact = None
+            self._positive = np.array(state["positive"], dtype=np.int64)
+            self._negative = np.array(state["negative"], dtype=np.int64)
+        self._zeros = int(state["zeros"])
+        self._over = [int(v) for v in state["over"]]
 
     def _index(self, magnitude: np.ndarray) -> np.ndarray:
         index = np.ceil(np.log(magnitude) / self._log_gamma).astype(np.int64) - self._offset

@@ -824,3 +824,23 @@ def check_mc_estimator(estimator: Any) -> str:
 def check_workers(workers: Any) -> int:
     """The thread count handed to SciPy's KD-tree queries (its own rules for the value: -1 uses all cores)."""
     return check_integer("workers", workers, "an integer (-1: all cores)")
+
+
+# --- TensorFlow and Keras ---------------------------------------------------------------------------------
+
+
+def tf_xla_unsupported() -> RuntimeError:
+    return RuntimeError(
+        "kldiv computes TensorFlow tensors with NumPy (tf.numpy_function), which XLA cannot compile; "
+        "use tf.function(jit_compile=False), or model.compile(..., jit_compile=False) in Keras"
+    )
+
+
+def check_not_tf(what: str, *arrays: Any) -> None:
+    """``what`` has no TensorFlow path: say so instead of silently returning NumPy arrays."""
+    from ._backend import is_tf
+
+    if is_tf(*arrays):
+        raise TypeError(
+            f"{what} does not take TensorFlow tensors (the measures and kldiv.grad do); pass x.numpy() instead"
+        )

@@ -648,6 +648,7 @@ def normalize(p: Any, axis: int = -1):
 
     Raises ``ValueError`` for negative, NaN or infinite weights and for a row that sums to 0.
     """
+    _validate.check_not_tf("kldiv.normalize", p)
     xp, arrays, layout = _engine.prepare((p,), ("p",), axis)
     x = arrays[0]
     _validate.check_normalizable(xp, layout.rows[0], 0, _validate.Locator("p", layout.shapes[0], layout.axes[0], layout.batch))

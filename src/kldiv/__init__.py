@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 # Heavier subpackages load on first use, so `import kldiv` never imports torch or matplotlib.
-_LAZY = {"nn", "distributions", "estimate", "vae", "compare", "apps"}
+_LAZY = {"nn", "distributions", "estimate", "vae", "compare", "apps", "keras"}
 
 
 def __getattr__(name: str) -> Any:

@@ -65,7 +65,11 @@ def divergence(name: str, p: Any, q: Any, *, p_logits: bool, q_logits: bool, tem
     ``name``: ``"kl"`` KL(P‖Q), ``"reverse_kl"`` KL(Q‖P), ``"js"`` JS_w(P, Q) with weight w of P, ``"cross_entropy"``
     H(P, Q), ``"tvd"`` the total variation distance.
     """
-    check = validate and not probing() and not (_backend.is_tracing(p) or _backend.is_tracing(q))
+    if probing():
+        # Keras is inferring the output's shape and dtype on stand-in tensors (JAX's have symbolic batch sizes the
+        # engine cannot lay out): the batch-shaped zeros of the result's dtype say all it needs
+        return keras.ops.sum(p * q, axis=axis) * 0
+    check = validate and not (_backend.is_tracing(p) or _backend.is_tracing(q))
     if check:  # probabilities are checked as what they are, under Keras's names, before any becomes logits
         for x, is_logits, label in ((p, p_logits, names[0]), (q, q_logits, names[1])):
             if not is_logits:

@@ -77,8 +77,8 @@ def _values(measure: _engine.Measure, arrays: Sequence[np.ndarray], names: Seque
 def _grads(measure: _engine.Measure, arrays: Sequence[np.ndarray], upstream: np.ndarray | None,
            names: Sequence[str], options: dict) -> list[np.ndarray]:
     result = _engine.run(measure, arrays, names, grad=True, upstream=upstream, **options)
-    return [np.asarray(result.layout.gradient(g, i), dtype=a.dtype) for i, (g, a) in enumerate(zip(result.grads, arrays,
-                                                                                                  strict=True))]
+    grads = [result.layout.gradient(g, i) for i, g in enumerate(result.grads)]
+    return [np.asarray(g, dtype=a.dtype) for g, a in zip(grads, arrays, strict=True)]
 
 
 def _grads_tf(measure, xs, upstream, names, options):

@@ -6,8 +6,9 @@ bit for bit those of NumPy inputs: eagerly through ``.numpy()``, inside ``tf.fun
 ``tf.GradientTape`` a ``tf.custom_gradient`` returns the measure's vjp (:mod:`kldiv.grad`'s formulas, exact at
 zeros) times the upstream gradient; the backward pass evaluates it from the saved inputs.
 
-Limits, each a one-line error: XLA (``jit_compile=True``) cannot compile a NumPy call; the gradient is not itself
-differentiable (no second derivatives through the bridge).
+Limits: XLA (``jit_compile=True``) cannot compile a NumPy call, which is a one-line error at trace time; the
+gradient is not itself differentiable (to an outer tape it is a constant, so second derivatives through the bridge
+are not available); the backward pass evaluates the vjp from the saved inputs, a second engine call.
 """
 
 from __future__ import annotations

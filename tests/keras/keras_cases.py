@@ -305,3 +305,12 @@ def test_kl_annealing_sets_beta_from_the_schedule_during_fit_and_models_reload(t
         plain = _classifier()
         plain.compile(optimizer="adam", loss="mse")
         plain.fit(x[:, :3], x[:, :4], epochs=1, verbose=0, callbacks=[KLAnnealing(schedule)])
+
+
+@pytest.mark.skipif(not hasattr(keras, "distillation"), reason="keras.distillation is in Keras 3.12 and later")
+def test_distillation_loss_plugs_into_keras_logits_distillation():
+    teacher, student = rng.normal(size=(6, 5)).astype(np.float32), rng.normal(size=(6, 5)).astype(np.float32)
+    keras_side = keras.distillation.LogitsDistillation(temperature=2.0, loss=losses.Distillation("kl"))
+    value = float(numpy(keras_side.compute_loss(teacher, student)))  # Keras divides by T; ours then has T = 1
+    expected = reference("kl", soften(teacher, 2.0, True), soften(student, 2.0, True)).mean()
+    np.testing.assert_allclose(value, expected, rtol=1e-5)

@@ -7,6 +7,8 @@ gradients (softmax(student) - softmax(teacher) for KL from logits), kldiv.vae's 
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import special
 
 keras = pytest.importorskip("keras")
@@ -99,6 +101,19 @@ def test_every_loss_matches_the_float64_reference_with_every_reduction(name, fro
                             reduction="sum_over_batch_size" if reduction == "weighted" else reduction, **options)
         got = loss(p, q, sample_weight=weights) if reduction == "weighted" else loss(p, q)
         np.testing.assert_allclose(numpy(got), want, rtol=2e-5, atol=1e-6)
+
+
+@settings(max_examples=12)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([2, 7]), st.sampled_from(sorted(LOSSES)))
+def test_losses_are_exact_on_random_distributions_with_zeros(seed, outcomes, name):
+    draw = np.random.default_rng(seed)
+    p, q = draw.dirichlet(np.ones(outcomes), 3), draw.dirichlet(np.ones(outcomes), 3)
+    p[draw.random((3, outcomes)) < 0.3] = 0.0  # exact zeros in P (at least one positive entry per row)
+    p[np.arange(3), draw.integers(0, outcomes, 3)] += 0.5
+    p = (p / p.sum(-1, keepdims=True)).astype(np.float32)
+    q = q.astype(np.float32)
+    got = numpy(LOSSES[name](reduction=None)(p, q))
+    np.testing.assert_allclose(got, reference(name, p, q), rtol=2e-5, atol=2e-6)
 
 
 def test_kl_matches_keras_where_its_clipping_does_not_bite_and_is_exact_where_it_does():

@@ -57,6 +57,8 @@ class KLDivergence(_DivergenceLoss):
     Args:
       from_logits: ``y_pred`` holds logits (a stable log-softmax; ``-inf`` is probability 0).
       temperature: T > 0 softens both sides (P ∝ p^(1/T), Q = softmax(y_pred / T)); 1 leaves them as they are.
+        With T != 1 pass logits (``from_logits=True``): p^(1/T) has an infinite derivative at p = 0, so a zero
+        probability in ``y_pred`` would give a NaN gradient.
       axis: the axis of the outcomes.
       validate: check that probabilities are non-negative and sum to 1 (skipped while tracing and while Keras
         probes shapes with stand-in tensors).

@@ -30,9 +30,13 @@ def is_tf(*arrays: Any) -> bool:
     """True if any of ``arrays`` is a TensorFlow tensor or variable (only if TensorFlow is already imported)."""
     if "tensorflow" not in sys.modules:
         return False
+    # the module test first: cheap, and nothing of TensorFlow's runs on other arrays (torch.compile traces this)
+    candidates = [a for a in arrays if type(a).__module__.startswith("tensorflow")]
+    if not candidates:
+        return False
     import tensorflow as tf
 
-    return any(tf.is_tensor(a) for a in arrays)
+    return any(tf.is_tensor(a) for a in candidates)
 
 
 def is_tf_namespace(xp: Any) -> bool:

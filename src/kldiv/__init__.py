@@ -1,4 +1,4 @@
-"""kldiv: KL divergence and its relatives, exact, stable and fast, on NumPy, PyTorch and JAX.
+"""kldiv: KL divergence and its relatives, exact, stable and fast, on NumPy, PyTorch, JAX and TensorFlow.
 
     >>> import kldiv
     >>> float(kldiv.kl([0.1, 0.9], [0.9, 0.1]))  # KL(P || Q) in nats
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 # Heavier subpackages load on first use, so `import kldiv` never imports torch or matplotlib.
-_LAZY = {"nn", "distributions", "estimate", "vae", "compare", "apps"}
+_LAZY = {"nn", "distributions", "estimate", "vae", "compare", "apps", "keras"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,11 @@
 """Array backends: which namespace an input belongs to, dtype policy, and lazy framework detection.
 
 A framework is only ever touched if the caller already imported it (its arrays are the evidence),
-in the way einops detects backends: nothing here imports torch, JAX or CuPy.
+in the way einops detects backends: nothing here imports torch, JAX, TensorFlow or CuPy.
+
+TensorFlow tensors are not array API objects; their namespace here is ``tensorflow.experimental.numpy``,
+enough for elementwise formulas (the Gaussian KL of :mod:`kldiv.vae`). The measures run them through the
+NumPy engine instead (:mod:`kldiv._bridges.tf`).
 """
 
 from __future__ import annotations
@@ -22,29 +26,79 @@ def _is_array(x: Any) -> bool:
     return array_api_compat.is_array_api_obj(x)
 
 
+def is_tf(*arrays: Any) -> bool:
+    """True if any of ``arrays`` is a TensorFlow tensor or variable (only if TensorFlow is already imported)."""
+    if "tensorflow" not in sys.modules:
+        return False
+    # the module test first: cheap, and nothing of TensorFlow's runs on other arrays (torch.compile traces this)
+    candidates = [a for a in arrays if type(a).__module__.startswith("tensorflow")]
+    if not candidates:
+        return False
+    import tensorflow as tf
+
+    return any(tf.is_tensor(a) for a in candidates)
+
+
+def is_tf_namespace(xp: Any) -> bool:
+    return getattr(xp, "__name__", "") == "tensorflow.experimental.numpy"
+
+
+def _mixed(arrays: list[Any]) -> TypeError:
+    kinds = sorted({type(a).__module__.split(".")[0] + "." + type(a).__name__ for a in arrays})
+    return TypeError(
+        f"inputs come from different array libraries ({', '.join(kinds)}); convert them to one library before calling"
+    )
+
+
 def namespace(*arrays: Any) -> Any:
     """Return the array namespace of the arrays among ``arrays`` (plain NumPy for lists and scalars).
 
     Lists, tuples, Python numbers and NumPy arrays adopt the namespace of the other array arguments (a
     NumPy array beside a torch tensor becomes a tensor on its device); mixing two other frameworks (torch
-    with JAX, say) is a ``TypeError``.
+    with JAX, say) is a ``TypeError``. TensorFlow tensors give ``tensorflow.experimental.numpy``.
     """
     real = [a for a in arrays if _is_array(a) and not isinstance(a, np.ndarray | np.generic)]
+    if is_tf(*arrays):
+        if real:
+            raise _mixed(real + [a for a in arrays if is_tf(a)])
+        import tensorflow.experimental.numpy as tnp
+
+        return tnp
     if not real:
         return np
     try:
         xp = array_api_compat.array_namespace(*real)
     except TypeError as error:
-        kinds = sorted({type(a).__module__.split(".")[0] + "." + type(a).__name__ for a in real})
-        raise TypeError(
-            f"inputs come from different array libraries ({', '.join(kinds)}); "
-            "convert them to one library before calling"
-        ) from error
+        raise _mixed(real) from error
     return np if is_numpy_namespace(xp) else xp
+
+
+def _to_tf(x: Any, name: str, like: Any) -> Any:
+    """``x`` as a floating TensorFlow tensor: Python numbers and lists take ``like``'s float dtype, NumPy arrays
+    keep theirs, integers and bools become float32 (TensorFlow's default float)."""
+    import tensorflow as tf
+
+    if not tf.is_tensor(x):
+        if not isinstance(x, list | tuple | Number | np.ndarray | np.generic):
+            raise TypeError(f"{name} is a {type(x).__name__}; pass an array of numbers")
+        floating = like is not None and like.dtype.is_floating
+        try:
+            x = tf.convert_to_tensor(x, dtype=like.dtype if floating and not isinstance(x, np.ndarray) else None)
+        except (ValueError, TypeError) as error:
+            raise TypeError(f"{name} could not be read as an array of numbers ({error})") from error
+    elif isinstance(x, tf.Variable):
+        x = tf.convert_to_tensor(x)
+    if x.dtype.is_floating:
+        return x
+    if x.dtype.is_integer or x.dtype == tf.bool:
+        return tf.cast(x, tf.float32)
+    raise TypeError(f"{name} has dtype {x.dtype.name}, not a real number type; pass real numbers")
 
 
 def to_array(x: Any, name: str, xp: Any, like: Any = None) -> Any:
     """Convert ``x`` to a floating-point array of namespace ``xp``; non-numeric input is a ``TypeError``."""
+    if is_tf_namespace(xp):
+        return _to_tf(x, name, like)
     if xp is np:
         if _is_array(x) and not isinstance(x, np.ndarray | np.generic):
             raise TypeError(f"{name} is a {type(x).__name__} but the other input is a NumPy array; use one library")
@@ -96,7 +150,12 @@ def result_dtype(xp: Any, *dtypes: Any) -> Any:
 
 
 def is_tracing(x: Any) -> bool:
-    """True where values cannot be inspected: inside ``jax.jit`` or ``torch.compile``/``torch.jit`` tracing."""
+    """True where values cannot be inspected: inside ``jax.jit``, ``torch.compile``/``torch.jit`` tracing,
+    ``tf.function`` graphs, and for torch tensors on the ``meta`` device (Keras's shape inference uses them)."""
+    if "tensorflow" in sys.modules and is_tf(x):
+        import tensorflow as tf
+
+        return tf.is_symbolic_tensor(x)
     if "jax" in sys.modules:
         import jax
 
@@ -105,7 +164,7 @@ def is_tracing(x: Any) -> bool:
     if "torch" in sys.modules and array_api_compat.is_torch_array(x):
         import torch
 
-        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        if torch.compiler.is_compiling() or torch.jit.is_tracing() or x.device.type == "meta":
             return True
         try:
             from torch._subclasses.fake_tensor import FakeTensor

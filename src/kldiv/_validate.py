@@ -913,3 +913,47 @@ def check_mc_estimator(estimator: Any) -> str:
 def check_workers(workers: Any) -> int:
     """The thread count handed to SciPy's KD-tree queries (its own rules for the value: -1 uses all cores)."""
     return check_integer("workers", workers, "an integer (-1: all cores)")
+
+
+# --- TensorFlow and Keras ---------------------------------------------------------------------------------
+
+
+def tf_xla_unsupported() -> RuntimeError:
+    return RuntimeError(
+        "kldiv computes TensorFlow tensors with NumPy (tf.numpy_function), which XLA cannot compile; "
+        "use tf.function(jit_compile=False), or model.compile(..., jit_compile=False) in Keras"
+    )
+
+
+def check_not_tf(what: str, *arrays: Any) -> None:
+    """``what`` has no TensorFlow path: say so instead of silently returning NumPy arrays."""
+    from ._backend import is_tf
+
+    if is_tf(*arrays):
+        raise TypeError(
+            f"{what} does not take TensorFlow tensors (the measures and kldiv.grad do); pass x.numpy() instead"
+        )
+
+
+def check_mean_log_var(inputs: Any) -> tuple[Any, Any]:
+    if not isinstance(inputs, list | tuple) or len(inputs) != 2:
+        raise TypeError(f"GaussianKL takes [mean, log_var] (two tensors of shape (batch, latent)), got {_shown(inputs)}")
+    mean, log_var = inputs
+    if tuple(mean.shape) != tuple(log_var.shape) or len(mean.shape) != 2:
+        raise ValueError(
+            f"GaussianKL needs mean and log_var of one shape (batch, latent), got {tuple(mean.shape)} and "
+            f"{tuple(log_var.shape)}"
+        )
+    return mean, log_var
+
+
+def check_schedule(schedule: Any) -> Any:
+    if not callable(schedule):
+        raise TypeError(
+            f"schedule must be a callable from the step to beta (e.g. kldiv.vae.LinearWarmup(1000)), got {_shown(schedule)}"
+        )
+    return schedule
+
+
+def no_gaussian_kl_layer() -> str:
+    return "KLAnnealing found no kldiv.keras.GaussianKL layer in the model; add one, or pass layers=[...]"

@@ -554,7 +554,7 @@ _COMMON = """
       from_logits: if True the inputs are unnormalised log-probabilities (logits), normalised with a stable
         log-softmax; ``-inf`` means probability zero. Otherwise they are probabilities, which must be
         non-negative and sum to 1 along ``axis`` (no silent renormalisation: see :func:`normalize`).
-      {base}validate: check the inputs (skipped automatically inside ``jax.jit``/``torch.compile``).
+      {base}validate: check the inputs (skipped automatically inside ``jax.jit``/``torch.compile``/``tf.function``).
 
     Returns:
       An array of the batch shape (0-d for 1-D inputs) in the inputs' backend and floating dtype;
@@ -567,7 +567,7 @@ def _doc(args: str, base: bool = True) -> str:
     return _COMMON.format(args=args, base=_BASE if base else "")
 
 
-_PQ = "p, q: distributions P and Q (NumPy, PyTorch, JAX or CuPy arrays, or nested lists).\n      "
+_PQ = "p, q: distributions P and Q (NumPy, PyTorch, JAX, TensorFlow or CuPy arrays, or nested lists).\n      "
 
 
 def entropy(p: Any, *, axis: int = -1, from_logits: bool = False, base: float | None = None, validate: bool = True):
@@ -678,7 +678,7 @@ def renyi(
 
 
 for _f, _args, _base in (
-    (entropy, "p: distribution P (NumPy, PyTorch, JAX or CuPy array, or nested list).\n      ", True),
+    (entropy, "p: distribution P (NumPy, PyTorch, JAX, TensorFlow or CuPy array, or nested list).\n      ", True),
     (cross_entropy, _PQ, True),
     (kl, _PQ, True),
     (js, _PQ + "weight: w in [0, 1], the weight of P in the mixture.\n      ", True),
@@ -698,6 +698,7 @@ def normalize(p: Any, axis: int = -1):
     subnormal weights keep their digits. Raises ``ValueError`` for negative, NaN or infinite weights and for a row
     that sums to 0. Empty batches give empty results; meta tensors (no values) are not checked.
     """
+    _validate.check_not_tf("kldiv.normalize", p)
     xp, arrays, layout = _engine.prepare((p,), ("p",), axis)
     x = arrays[0]
     if _backend.has_values(x) and layout.n_rows > 0:

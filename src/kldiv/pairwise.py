@@ -25,6 +25,7 @@ def _canonical_rows(P: Any, Q: Any, from_logits: bool, validate: bool,
                     wide: bool = False) -> tuple[Any, Canon, Canon, Any]:
     """Both sides in canonical form, in the compute dtype, or with ``wide`` in float64 where the namespace (and
     device) has it; also returns the namespace and the output dtype."""
+    _validate.check_not_tf("kldiv.pairwise", P, Q)
     xp = _backend.namespace(P, Q)
     like = next((a for a in (P, Q) if _backend._is_array(a) and not isinstance(a, np.ndarray)), None)
     canons = []

@@ -61,8 +61,11 @@ def gaussian_kl(
         _validate.check_finite_array(array, name)
         arrays.append(array)
     mu, v, mu0, v0 = arrays
+    def static(x: Any) -> tuple[int, ...]:  # a graph's unknown sizes (None) broadcast with anything
+        return tuple(1 if d is None else d for d in x.shape)
+
     try:
-        shape = np.broadcast_shapes(tuple(mu.shape), tuple(v.shape), tuple(mu0.shape), tuple(v0.shape))
+        shape = np.broadcast_shapes(static(mu), static(v), static(mu0), static(v0))
     except ValueError:
         raise ValueError(
             f"mean {tuple(mu.shape)}, log_var {tuple(v.shape)}, prior_mean {tuple(mu0.shape)} and prior_log_var "

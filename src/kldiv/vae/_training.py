@@ -4,7 +4,8 @@ The KL term itself comes from :func:`kldiv.vae.gaussian_kl`; everything here sha
 loss (β, a capacity target, a free-bits floor, a weight that changes with the step) or measures what the
 trained encoder does with its latent space (KL per dimension, active units, mutual information).
 
-The loss helpers work on NumPy arrays and on PyTorch tensors (differentiably); the diagnostics accept
+The loss helpers work on NumPy arrays, PyTorch tensors (differentiably) and, for :func:`free_bits`, JAX and
+TensorFlow tensors too (what :class:`kldiv.keras.GaussianKL` passes it); the diagnostics accept
 either and return NumPy / Python numbers, computed in float64.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import _validate
+from .._backend import namespace, to_array
 
 __all__ = [
     "beta_kl",
@@ -122,10 +124,12 @@ def free_bits(kl: Any, threshold: float, *, mode: str = "batch") -> Any:
         if mode == "batch":
             return torch.clamp(kl.mean(dim=0), min=threshold).sum()
         return torch.clamp(kl, min=threshold).sum(dim=1).mean()
-    kl = np.asarray(kl)
+    xp = namespace(kl)  # NumPy, JAX, TensorFlow (inside Keras layers), any array API library
+    kl = to_array(kl, "kl", xp)
+    floor = xp.asarray(threshold, dtype=kl.dtype)
     if mode == "batch":
-        return np.maximum(kl.mean(axis=0), threshold).sum()
-    return np.maximum(kl, threshold).sum(axis=1).mean()
+        return xp.sum(xp.maximum(xp.mean(kl, axis=0), floor))
+    return xp.mean(xp.sum(xp.maximum(kl, floor), axis=1))
 
 
 # --- schedules ----------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 
 import pytest
-
 from hf_models import ListDataset, args, batch, examples, gemma2, llama, naive_loss
 
 torch = pytest.importorskip("torch")
@@ -137,7 +136,7 @@ def test_gradient_accumulation_equals_one_big_batch_through_trainer(tmp_path):
     big = _train(tmp_path, "big", llama(0), teacher, data, per_device_train_batch_size=4, **common)
     small = _train(tmp_path, "small", llama(0), teacher, data, per_device_train_batch_size=2,
                    gradient_accumulation_steps=2, **common)
-    for (name, a), (_, b) in zip(big.model.named_parameters(), small.model.named_parameters()):
+    for (name, a), (_, b) in zip(big.model.named_parameters(), small.model.named_parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
     assert not torch.equal(big.model.lm_head.weight, llama(0).lm_head.weight)  # the step did move the model
 

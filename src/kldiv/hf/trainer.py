@@ -158,7 +158,7 @@ class DistillationTrainer(Trainer):
         if self._metrics_due(model):
             O.add_sums(self._metric_totals["train" if model.training else "eval"],
                        objective.metric_sums(student, teacher, targets))
-        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+        if getattr(self.args, "average_tokens_across_devices", False) and num_items_in_batch is not None:
             # each rank's loss is its sum over the global count; DDP averages gradients over ranks: undo it
             loss = loss * (self.accelerator.num_processes // self._tp_size() if self.args.n_gpu <= 1 else self.args.n_gpu)
         self.loss_is_scaled_for_ga = num_items_in_batch is not None

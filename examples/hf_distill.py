@@ -1,0 +1,214 @@
+"""Distil a small Llama into a smaller one with kldiv.hf's DistillationTrainer, and with TRL's GKDTrainer.
+
+Everything is local: the text is the Python standard library's own source, the tokenizer is a byte-level BPE
+trained here with `tokenizers`, the models are built from LlamaConfig. Steps:
+
+1. train a teacher Llama (hidden 64, 2 layers) on the text with a plain Trainer (cross-entropy);
+2. distil it into a student (hidden 48, 1 layer) with the same data, steps, optimiser and seed:
+   - kldiv.hf.DistillationTrainer, fused (the logits are never materialised) and unfused,
+   - TRL's GKDTrainer with lmbda = 0 (no on-policy generation) and beta = 0 (forward KL, the same loss);
+3. print per trainer: time per step, peak resident memory above the start, KL(teacher || student) on held-out
+   text (kldiv.nn.DistillationLoss over every held-out position) and held-out perplexity.
+
+Run: `PYTHONPATH=src python examples/hf_distill.py` (about 3 minutes on 2 cores; `--quick` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sysconfig
+import threading
+import time
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments
+
+from kldiv.hf import DistillationTrainer
+from kldiv.nn import DistillationLoss
+
+SEQ = 64
+
+
+def corpus(max_bytes: int) -> str:
+    root = sysconfig.get_paths()["stdlib"]
+    parts, size = [], 0
+    for name in sorted(os.listdir(root)):
+        if name.endswith(".py"):
+            with open(os.path.join(root, name), encoding="utf-8", errors="replace") as f:
+                text = f.read()
+            parts.append(text)
+            size += len(text)
+            if size >= max_bytes:
+                break
+    return "\n".join(parts)
+
+
+def tokenizer_for(text: str, vocab: int) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([text], trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<pad>"]))
+    return tok
+
+
+def Chunks(ids: torch.Tensor):
+    """Fixed-length sequences as a `datasets.Dataset` (what TRL's trainers require), torch-formatted."""
+    import datasets
+
+    rows = ids.tolist()
+    data = datasets.Dataset.from_dict({"input_ids": rows, "attention_mask": [[1] * len(r) for r in rows],
+                                       "labels": rows})
+    return data.with_format("torch")
+
+
+def collate(features):
+    return {key: torch.stack([f[key] for f in features]) for key in features[0]}
+
+
+def llama(vocab: int, hidden: int, layers: int, seed: int) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden,
+                                        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                                        max_position_embeddings=SEQ, tie_word_embeddings=False))
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class Peak:
+    """Peak resident memory above the start, sampled every 2 ms by a thread (CPU tensors are not traced)."""
+
+    def __enter__(self):
+        self.start = self.peak = rss()
+        self.running = True
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def sample(self):
+        while self.running:
+            self.peak = max(self.peak, rss())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, rss())
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self):
+        self.times, self.t0 = [], None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter() - self.t0)
+
+
+def training_args(out: str, steps: int, batch: int, lr: float, **extra) -> dict:
+    return dict(output_dir=out, report_to=[], use_cpu=True, per_device_train_batch_size=batch, learning_rate=lr,
+                max_steps=steps, logging_steps=max(1, steps // 4), save_strategy="no", disable_tqdm=True,
+                dataloader_num_workers=0, seed=0, lr_scheduler_type="cosine", warmup_steps=0, **extra)
+
+
+@torch.no_grad()
+def held_out(student, teacher, data: torch.Tensor) -> tuple[float, float]:
+    """(mean KL(teacher || student) per position, perplexity), over every next-token position of ``data``."""
+    student.eval()
+    kl_sum = ce_sum = 0.0
+    n = 0
+    for i in range(0, len(data), 32):
+        ids = data[i:i + 32]
+        s, t = student(input_ids=ids).logits[:, :-1], teacher(input_ids=ids).logits[:, :-1]
+        kl_sum += float(DistillationLoss("kl", reduction="sum")(s, t))
+        ce_sum += float(torch.nn.functional.cross_entropy(s.reshape(-1, s.shape[-1]).double(),
+                                                          ids[:, 1:].reshape(-1), reduction="sum"))
+        n += ids[:, 1:].numel()
+    return kl_sum / n, math.exp(ce_sum / n)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run: few steps, little text")
+    parser.add_argument("--steps", type=int, default=None, help="distillation steps per trainer")
+    parser.add_argument("--out", default="/tmp/kldiv_hf_distill", help="scratch folder for the trainers' output")
+    options = parser.parse_args()
+    torch.set_num_threads(1)  # a shared machine: one thread, the same for every trainer
+    quick = options.quick
+    vocab, text_bytes = (256, 150_000) if quick else (4096, 800_000)
+    teacher_steps, steps = (10, 6) if quick else (200, options.steps or 60)
+
+    t0 = time.perf_counter()
+    text = corpus(text_bytes)
+    tok = tokenizer_for(text, vocab)
+    ids = torch.tensor(tok.encode(text).ids, dtype=torch.long)
+    chunks = ids[: len(ids) // SEQ * SEQ].reshape(-1, SEQ)
+    g = torch.Generator().manual_seed(0)
+    chunks = chunks[torch.randperm(len(chunks), generator=g)]
+    held, train = chunks[:64], chunks[64:]
+    vocab = tok.get_vocab_size()
+    print(f"text {len(text) / 1e3:.0f} kB of stdlib source, {len(ids)} tokens, vocabulary {vocab}, "
+          f"{len(train)} training and {len(held)} held-out sequences of {SEQ} ({time.perf_counter() - t0:.1f} s)")
+
+    teacher = llama(vocab, 64, 2, seed=1)
+    t0 = time.perf_counter()
+    Trainer(model=teacher, args=TrainingArguments(**training_args(f"{options.out}/teacher", teacher_steps, 16, 5e-3)),
+            train_dataset=Chunks(train), data_collator=collate).train()
+    teacher.eval()
+    _, ppl = held_out(teacher, teacher, held)
+    print(f"teacher: {teacher_steps} steps in {time.perf_counter() - t0:.0f} s, held-out perplexity {ppl:.2f}")
+
+    def kldiv_trainer(fused):
+        def make(student, args, timer):
+            return DistillationTrainer(student, teacher, TrainingArguments(**args), train_dataset=Chunks(train),
+                                       data_collator=collate, callbacks=[timer], divergence="kl", fused=fused)
+        return make
+
+    def trl_trainer(student, args, timer):
+        from trl.experimental.gkd import GKDConfig, GKDTrainer
+
+        from transformers import PreTrainedTokenizerFast
+
+        config = GKDConfig(**args, lmbda=0.0, beta=0.0, seq_kd=False, max_length=SEQ)
+        return GKDTrainer(model=student, teacher_model=teacher, args=config, train_dataset=Chunks(train),
+                          data_collator=collate, callbacks=[timer],
+                          processing_class=PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>"))
+
+    rows = []
+    for name, make in [("kldiv DistillationTrainer (fused)", kldiv_trainer(True)),
+                       ("kldiv DistillationTrainer (fused=False)", kldiv_trainer(False)),
+                       ("TRL GKDTrainer (lmbda=0, beta=0)", trl_trainer)]:
+        student, timer = llama(vocab, 48, 1, seed=2), StepTimer()
+        args = training_args(f"{options.out}/{len(rows)}", steps, 16, 3e-3)
+        try:
+            trainer = make(student, args, timer)
+            with Peak() as peak:
+                trainer.train()
+        except Exception as error:  # TRL's experimental API moves between versions: report, do not hide
+            print(f"{name}: did not run: {type(error).__name__}: {str(error).splitlines()[0]}")
+            continue
+        kl, ppl = held_out(student, teacher, held)
+        per_step = sorted(timer.times[1:])[len(timer.times[1:]) // 2]
+        rows.append((name, per_step * 1e3, peak.mib, kl, ppl))
+
+    print(f"\nstudent hidden 48 x 1 layer, teacher hidden 64 x 2 layers, {steps} steps of 16 x {SEQ} tokens")
+    print(f"| trainer | time per step (median) | peak RSS above start | held-out KL(teacher ‖ student) | "
+          "held-out perplexity |")
+    print("|---|---|---|---|---|")
+    for name, ms, mib, kl, ppl in rows:
+        print(f"| {name} | {ms:.0f} ms | {mib:.0f} MiB | {kl:.4f} nats | {ppl:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

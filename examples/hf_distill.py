@@ -176,9 +176,8 @@ def main() -> None:
         return make
 
     def trl_trainer(student, args, timer):
-        from trl.experimental.gkd import GKDConfig, GKDTrainer
-
         from transformers import PreTrainedTokenizerFast
+        from trl.experimental.gkd import GKDConfig, GKDTrainer
 
         config = GKDConfig(**args, lmbda=0.0, beta=0.0, seq_kd=False, max_length=SEQ)
         return GKDTrainer(model=student, teacher_model=teacher, args=config, train_dataset=Chunks(train),
@@ -203,7 +202,7 @@ def main() -> None:
         rows.append((name, per_step * 1e3, peak.mib, kl, ppl))
 
     print(f"\nstudent hidden 48 x 1 layer, teacher hidden 64 x 2 layers, {steps} steps of 16 x {SEQ} tokens")
-    print(f"| trainer | time per step (median) | peak RSS above start | held-out KL(teacher ‖ student) | "
+    print("| trainer | time per step (median) | peak RSS above start | held-out KL(teacher ‖ student) | "
           "held-out perplexity |")
     print("|---|---|---|---|---|")
     for name, ms, mib, kl, ppl in rows:

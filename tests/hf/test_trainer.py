@@ -215,3 +215,42 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     inputs.pop("labels")
     with pytest.raises(ValueError, match="no 'labels'"):
         trainer.compute_loss(trainer.model, inputs)
+
+
+@pytest.fixture(scope="module")
+def shared_trainer(tmp_path_factory):
+    return DistillationTrainer(llama(0), llama(1), args(tmp_path_factory.mktemp("h")), hard_label_weight=0.5)
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(masks=st.lists(st.lists(st.booleans(), min_size=9, max_size=9), min_size=4, max_size=4),
+       split=st.integers(1, 3))
+def test_any_split_into_micro_batches_sums_to_the_big_batch(shared_trainer, masks, split):
+    # whatever is masked, including micro-batches with no kept position at all
+    inputs = batch(14, n=4)
+    inputs["labels"][torch.tensor(masks)] = -100
+    count = int((inputs["labels"][:, 1:] != -100).sum())
+    whole = ours(shared_trainer, inputs, torch.tensor(count))
+    parts = [ours(shared_trainer, {k: v[s] for k, v in inputs.items()}, torch.tensor(count))
+             for s in (slice(0, split), slice(split, 4))]
+    total = parts[0][0] + parts[1][0]
+    torch.testing.assert_close(total, whole[0], rtol=1e-5, atol=1e-7)
+    assert torch.isfinite(total)
+    if count:
+        naive = oracle(shared_trainer.model, shared_trainer.teacher_model, inputs, hard=0.5)[0]
+        torch.testing.assert_close(whole[0].double(), naive, rtol=1e-5, atol=1e-7)
+    for name in whole[1]:
+        torch.testing.assert_close(parts[0][1].get(name, 0) + parts[1][1].get(name, 0), whole[1][name],
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_evaluate_logs_the_distillation_metrics(tmp_path):
+    trainer = DistillationTrainer(llama(0), llama(1), args(tmp_path), train_dataset=examples(15, n=4),
+                                  eval_dataset=examples(16, n=4))
+    metrics = trainer.evaluate()
+    assert {"eval_loss", "eval_distill/divergence", "eval_distill/teacher_agreement"} <= metrics.keys()
+    assert metrics["eval_loss"] == pytest.approx(metrics["eval_distill/divergence"], rel=1e-4)

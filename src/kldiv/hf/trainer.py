@@ -114,9 +114,10 @@ class DistillationTrainer(Trainer):
             self.data_collator = collate_with_topk(self.data_collator, ignore_index, shift_labels)
         if teacher_model is not None:
             teacher_model.to(self.args.device).eval()
-        if fused:
-            self._student_head = O.Head.of("model", model)
-            self._teacher_head = O.Head.of("teacher_model", teacher_model) if teacher_model is not None else None
+        if fused:  # checked here, where the models enter; read again at each step (wrappers may re-place them)
+            O.Head.of("model", model)
+            if teacher_model is not None:
+                O.Head.of("teacher_model", teacher_model)
         self._heads_checked: set[str] = set()
         # Trainer counts num_items_in_batch (over labels[..., 1:] for shifted labels) and treats our loss as
         # already normalised for gradient accumulation only for models that "accept loss kwargs": ours does.
@@ -147,9 +148,11 @@ class DistillationTrainer(Trainer):
             t_outputs = t_hidden = None
             topk = TopK(topk_indices.long(), topk_logprobs, self.teacher_topk.tail)
         if objective.fused:
-            self._check_heads(outputs, s_hidden, t_outputs, t_hidden)
-            student = (s_hidden[:, positions], self._student_head)
-            teacher = O.at(topk, positions) if t_hidden is None else (t_hidden[:, positions], self._teacher_head)
+            s_head = O.Head.of("model", model)
+            t_head = O.Head.of("teacher_model", self.teacher_model) if t_hidden is not None else None
+            self._check_heads(outputs, s_hidden, s_head, t_outputs, t_hidden, t_head)
+            student = (s_hidden[:, positions], s_head)
+            teacher = O.at(topk, positions) if t_hidden is None else (t_hidden[:, positions], t_head)
             loss = objective.fused_value(student[0], student[1], teacher, targets, num_items_in_batch)
         else:
             student = outputs.logits[:, positions]
@@ -168,11 +171,11 @@ class DistillationTrainer(Trainer):
         size = getattr(self, "get_tp_size", None)
         return max(1, int(size())) if callable(size) else 1
 
-    def _check_heads(self, outputs, s_hidden, t_outputs, t_hidden) -> None:
+    def _check_heads(self, outputs, s_hidden, s_head, t_outputs, t_hidden, t_head) -> None:
         """Once per model without a logit transform: its hidden state and head reproduce its logits."""
-        checks = [("model", self.model, outputs, s_hidden, self._student_head)]
+        checks = [("model", self.model, outputs, s_hidden, s_head)]
         if t_hidden is not None:
-            checks.append(("teacher_model", self.teacher_model, t_outputs, t_hidden, self._teacher_head))
+            checks.append(("teacher_model", self.teacher_model, t_outputs, t_hidden, t_head))
         for name, model, out, hidden, head in checks:
             if name in self._heads_checked or O.logit_transform(model) != (None, None):
                 continue
@@ -218,7 +221,7 @@ class DistillationLossFunc:
         hard = options.pop("hard_label_weight", 0.0)
         shift = options.pop("shift_labels", True)
         self.objective = O.Objective(_loss_options(**{**_DEFAULTS, **options}), hard, False, shift)
-        self.teacher_model = teacher_model
+        self.teacher_model = teacher_model.eval()
         self._inputs: dict[str, Any] | None = None
         self._hook = None
         if student_model is not None:

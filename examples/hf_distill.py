@@ -10,19 +10,26 @@ trained here with `tokenizers`, the models are built from LlamaConfig. Steps:
 3. print per trainer: time per step, peak resident memory above the start, KL(teacher || student) on held-out
    text (kldiv.nn.DistillationLoss over every held-out position) and held-out perplexity.
 
-Run: `PYTHONPATH=src python examples/hf_distill.py` (about 3 minutes on 2 cores; `--quick` for a smoke run).
+Each trainer runs in a fresh process (the same data, seed and optimiser), so peak memory is its own.
+
+Run: `PYTHONPATH=src python examples/hf_distill.py` (about 5 minutes on 2 shared cores; `--quick`: a smoke run).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import subprocess
+import sys
 import sysconfig
+import tempfile
 import threading
 import time
 
 import torch
+from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
@@ -142,8 +149,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: few steps, little text")
     parser.add_argument("--steps", type=int, default=None, help="distillation steps per trainer")
-    parser.add_argument("--out", default="/tmp/kldiv_hf_distill", help="scratch folder for the trainers' output")
+    parser.add_argument("--out", default=None, help="a new scratch folder (default: a fresh temporary one)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.worker:
+        return worker(options.worker, options.out, options.steps)
+    if options.out is not None and os.path.exists(options.out) and os.listdir(options.out):
+        parser.error(f"{options.out} is not empty; pass a new folder (nothing is overwritten)")
+    out = options.out or tempfile.mkdtemp(prefix="kldiv_hf_distill_")
+    os.makedirs(out, exist_ok=True)
     torch.set_num_threads(1)  # a shared machine: one thread, the same for every trainer
     quick = options.quick
     vocab, text_bytes = (256, 150_000) if quick else (4096, 800_000)
@@ -163,50 +177,64 @@ def main() -> None:
 
     teacher = llama(vocab, 64, 2, seed=1)
     t0 = time.perf_counter()
-    Trainer(model=teacher, args=TrainingArguments(**training_args(f"{options.out}/teacher", teacher_steps, 16, 5e-3)),
+    Trainer(model=teacher, args=TrainingArguments(**training_args(f"{out}/teacher", teacher_steps, 16, 5e-3)),
             train_dataset=Chunks(train), data_collator=collate).train()
     teacher.eval()
     _, ppl = held_out(teacher, teacher, held)
     print(f"teacher: {teacher_steps} steps in {time.perf_counter() - t0:.0f} s, held-out perplexity {ppl:.2f}")
+    teacher.save_pretrained(f"{out}/teacher_model")
+    tok.save(f"{out}/tokenizer.json")
+    save_file({"train": train.contiguous(), "held": held.contiguous()}, f"{out}/data.safetensors")
 
-    def kldiv_trainer(fused):
-        def make(student, args, timer):
-            return DistillationTrainer(student, teacher, TrainingArguments(**args), train_dataset=Chunks(train),
-                                       data_collator=collate, callbacks=[timer], divergence="kl", fused=fused)
-        return make
+    rows = []
+    for name in TRAINERS:  # one fresh process each, so that no trainer inherits another's freed memory
+        done = subprocess.run([sys.executable, __file__, "--worker", name, "--out", out, "--steps", str(steps)],
+                              capture_output=True, text=True)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if not lines:
+            print(f"{name}: did not run: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+            continue
+        rows.append(json.loads(lines[-1][len("RESULT "):]))
 
-    def trl_trainer(student, args, timer):
+    print(f"\nstudent hidden 48 x 1 layer, teacher hidden 64 x 2 layers, vocabulary {vocab}, {steps} steps of "
+          f"16 x {SEQ} tokens, one thread")
+    print("| trainer | time per step (median) | peak RSS above start of training | held-out KL(teacher ‖ student) "
+          "| held-out perplexity |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['name']} | {r['ms']:.0f} ms | {r['mib']:.0f} MiB | {r['kl']:.4f} nats | {r['ppl']:.2f} |")
+
+
+TRAINERS = ("kldiv DistillationTrainer (fused)", "kldiv DistillationTrainer (fused=False)",
+            "TRL GKDTrainer (lmbda=0, beta=0)")
+
+
+def worker(name: str, out: str, steps: int) -> None:
+    """Distil a fresh student with one trainer; print its figures as one JSON line."""
+    torch.set_num_threads(1)
+    teacher = LlamaForCausalLM.from_pretrained(f"{out}/teacher_model").eval()
+    data = load_file(f"{out}/data.safetensors")
+    train, held = data["train"], data["held"]
+    student, timer = llama(teacher.config.vocab_size, 48, 1, seed=2), StepTimer()
+    args = training_args(f"{out}/run{TRAINERS.index(name)}", steps, 16, 3e-3)
+    if name.startswith("kldiv"):
+        trainer = DistillationTrainer(student, teacher, TrainingArguments(**args), train_dataset=Chunks(train),
+                                      data_collator=collate, callbacks=[timer], divergence="kl",
+                                      fused="fused=False" not in name)
+    else:
         from transformers import PreTrainedTokenizerFast
         from trl.experimental.gkd import GKDConfig, GKDTrainer
 
-        config = GKDConfig(**args, lmbda=0.0, beta=0.0, seq_kd=False, max_length=SEQ)
-        return GKDTrainer(model=student, teacher_model=teacher, args=config, train_dataset=Chunks(train),
-                          data_collator=collate, callbacks=[timer],
-                          processing_class=PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>"))
-
-    rows = []
-    for name, make in [("kldiv DistillationTrainer (fused)", kldiv_trainer(True)),
-                       ("kldiv DistillationTrainer (fused=False)", kldiv_trainer(False)),
-                       ("TRL GKDTrainer (lmbda=0, beta=0)", trl_trainer)]:
-        student, timer = llama(vocab, 48, 1, seed=2), StepTimer()
-        args = training_args(f"{options.out}/{len(rows)}", steps, 16, 3e-3)
-        try:
-            trainer = make(student, args, timer)
-            with Peak() as peak:
-                trainer.train()
-        except Exception as error:  # TRL's experimental API moves between versions: report, do not hide
-            print(f"{name}: did not run: {type(error).__name__}: {str(error).splitlines()[0]}")
-            continue
-        kl, ppl = held_out(student, teacher, held)
-        per_step = sorted(timer.times[1:])[len(timer.times[1:]) // 2]
-        rows.append((name, per_step * 1e3, peak.mib, kl, ppl))
-
-    print(f"\nstudent hidden 48 x 1 layer, teacher hidden 64 x 2 layers, {steps} steps of 16 x {SEQ} tokens")
-    print("| trainer | time per step (median) | peak RSS above start | held-out KL(teacher ‖ student) | "
-          "held-out perplexity |")
-    print("|---|---|---|---|---|")
-    for name, ms, mib, kl, ppl in rows:
-        print(f"| {name} | {ms:.0f} ms | {mib:.0f} MiB | {kl:.4f} nats | {ppl:.2f} |")
+        tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_file(f"{out}/tokenizer.json"), pad_token="<pad>")
+        trainer = GKDTrainer(model=student, teacher_model=teacher, train_dataset=Chunks(train), data_collator=collate,
+                             args=GKDConfig(**args, lmbda=0.0, beta=0.0, seq_kd=False, max_length=SEQ),
+                             callbacks=[timer], processing_class=tok)
+    with Peak() as peak:
+        trainer.train()
+    kl, ppl = held_out(student, teacher, held)
+    times = sorted(timer.times[1:])
+    print("RESULT " + json.dumps({"name": name, "ms": times[len(times) // 2] * 1e3, "mib": peak.mib, "kl": kl,
+                                  "ppl": ppl}))
 
 
 if __name__ == "__main__":

@@ -254,3 +254,15 @@ def test_evaluate_logs_the_distillation_metrics(tmp_path):
     metrics = trainer.evaluate()
     assert {"eval_loss", "eval_distill/divergence", "eval_distill/teacher_agreement"} <= metrics.keys()
     assert metrics["eval_loss"] == pytest.approx(metrics["eval_distill/divergence"], rel=1e-4)
+
+
+@pytest.mark.parametrize("average", [True, False])
+def test_average_tokens_across_devices_undoes_ddps_mean_over_ranks(tmp_path, monkeypatch, average):
+    # with W ranks each dividing its sum by the global count, DDP's mean over ranks needs the loss times W
+    trainer = DistillationTrainer(llama(0), llama(1), args(tmp_path, average_tokens_across_devices=average))
+    monkeypatch.setattr(type(trainer.accelerator), "num_processes", property(lambda self: 2))
+    inputs = batch(17)
+    count = int((inputs["labels"][:, 1:] != -100).sum())
+    loss = trainer.compute_loss(trainer.model, dict(inputs), num_items_in_batch=torch.tensor(2 * count))
+    expected = oracle(trainer.model, trainer.teacher_model, inputs, num_items=2 * count)[0]
+    torch.testing.assert_close(loss.double(), expected * (2 if average else 1), rtol=1e-5, atol=1e-7)

@@ -206,7 +206,23 @@ def main() -> None:
 
 
 TRAINERS = ("kldiv DistillationTrainer (fused)", "kldiv DistillationTrainer (fused=False)",
-            "TRL GKDTrainer (lmbda=0, beta=0)")
+            "TRL GKDTrainer (lmbda=0, beta=0)", "floor: both models' forwards, no logits, no loss")
+
+
+class FloorTrainer(Trainer):
+    """The floor of a distillation step: the student's forward and backward and the teacher's forward, up to the
+    last hidden states, with a negligible stand-in loss (no LM head, no logits, no divergence)."""
+
+    def __init__(self, teacher, **kwargs):
+        super().__init__(**kwargs)
+        self.teacher = teacher
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        feed = {k: v for k, v in inputs.items() if k != "labels"}
+        hidden = model.model(**feed).last_hidden_state
+        with torch.no_grad():
+            teacher_hidden = self.teacher.model(**feed).last_hidden_state
+        return 1e-9 * (hidden.square().mean() + teacher_hidden.mean())
 
 
 def worker(name: str, out: str, steps: int) -> None:
@@ -217,7 +233,10 @@ def worker(name: str, out: str, steps: int) -> None:
     train, held = data["train"], data["held"]
     student, timer = llama(teacher.config.vocab_size, 48, 1, seed=2), StepTimer()
     args = training_args(f"{out}/run{TRAINERS.index(name)}", steps, 16, 3e-3)
-    if name.startswith("kldiv"):
+    if name.startswith("floor"):
+        trainer = FloorTrainer(teacher, model=student, args=TrainingArguments(**args), train_dataset=Chunks(train),
+                               data_collator=collate, callbacks=[timer])
+    elif name.startswith("kldiv"):
         trainer = DistillationTrainer(student, teacher, TrainingArguments(**args), train_dataset=Chunks(train),
                                       data_collator=collate, callbacks=[timer], divergence="kl",
                                       fused="fused=False" not in name)

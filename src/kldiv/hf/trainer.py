@@ -58,8 +58,11 @@ class DistillationTrainer(Trainer):
     ``teacher_agreement`` (how often the student's most likely token is the teacher's). With ``teacher_topk``
     and the bucket tail, ``divergence`` is the divergence between the distributions coarsened to k + 1
     outcomes (the top-k tokens and the rest), a lower bound on the full-vocabulary divergence by the
-    data-processing inequality (Csiszar 1967); the truncation can hide only the part inside the tail, and
-    ``teacher_tail_mass`` (mean of 1 - sum of the k teacher probabilities) is the teacher's mass it lies in.
+    data-processing inequality (Csiszar 1967). For "kl" what it hides is exactly m * KL(T_tail || S_tail), m the
+    teacher's tail mass and T_tail, S_tail the two distributions restricted to the tail and renormalised: zero
+    when m = 0, and not bounded above without the teacher's tail (the student may put arbitrarily little
+    mass where the teacher's tail lies). ``teacher_tail_mass`` logs m (mean over kept positions of
+    1 - sum of the k stored teacher probabilities, at temperature 1): the weight of what cannot be seen.
     These metrics make one extra no-gradient pass over the logits, chunked, on logged steps only.
 
     Args:

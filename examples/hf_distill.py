@@ -6,7 +6,8 @@ trained here with `tokenizers`, the models are built from LlamaConfig. Steps:
 1. train a teacher Llama (hidden 64, 2 layers) on the text with a plain Trainer (cross-entropy);
 2. distil it into a student (hidden 48, 1 layer) with the same data, steps, optimiser and seed:
    - kldiv.hf.DistillationTrainer, fused (the logits are never materialised) and unfused,
-   - TRL's GKDTrainer with lmbda = 0 (no on-policy generation) and beta = 0 (forward KL, the same loss);
+   - TRL's GKDTrainer with lmbda = 0 (no on-policy generation) and beta = 0 (forward KL, the same loss), in
+     float32 without activation checkpointing like the others (its SFTConfig defaults are bf16 and checkpointing);
 3. print per trainer: time per step, peak resident memory above the start, KL(teacher || student) on held-out
    text (kldiv.nn.DistillationLoss over every held-out position) and held-out perplexity.
 
@@ -246,7 +247,8 @@ def worker(name: str, out: str, steps: int) -> None:
 
         tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_file(f"{out}/tokenizer.json"), pad_token="<pad>")
         trainer = GKDTrainer(model=student, teacher_model=teacher, train_dataset=Chunks(train), data_collator=collate,
-                             args=GKDConfig(**args, lmbda=0.0, beta=0.0, seq_kd=False, max_length=SEQ),
+                             args=GKDConfig(**args, lmbda=0.0, beta=0.0, seq_kd=False, max_length=SEQ,
+                                            bf16=False, gradient_checkpointing=False),  # as the others
                              callbacks=[timer], processing_class=tok)
     with Peak() as peak:
         trainer.train()

@@ -266,3 +266,13 @@ def test_average_tokens_across_devices_undoes_ddps_mean_over_ranks(tmp_path, mon
     loss = trainer.compute_loss(trainer.model, dict(inputs), num_items_in_batch=torch.tensor(2 * count))
     expected = oracle(trainer.model, trainer.teacher_model, inputs, num_items=2 * count)[0]
     torch.testing.assert_close(loss.double(), expected * (2 if average else 1), rtol=1e-5, atol=1e-7)
+
+
+def test_a_model_that_transforms_its_logits_unannounced_is_refused_on_the_fused_path(tmp_path):
+    student = llama(0)
+    student.lm_head.register_forward_hook(lambda module, args, out: 2.0 * out)  # e.g. a custom logit scale
+    trainer = DistillationTrainer(student, llama(1), args(tmp_path))
+    with pytest.raises(ValueError, match="use fused=False"):
+        trainer.compute_loss(student, batch(18))
+    unfused = DistillationTrainer(student, llama(1), args(tmp_path), fused=False)
+    assert torch.isfinite(unfused.compute_loss(student, batch(18)))

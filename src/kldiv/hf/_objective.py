@@ -108,7 +108,8 @@ def check_head(name: str, outputs: Any, hidden: torch.Tensor, head: Head) -> Non
     with torch.no_grad():
         mine = head.logits(hidden[:, -1]).float()
         theirs = outputs.logits[:, -1].float()
-        tolerance = 1e-3 * (1.0 + theirs.abs().max().item())
+        precise = hidden.dtype in (torch.float32, torch.float64) and outputs.logits.dtype in (torch.float32, torch.float64)
+        tolerance = (1e-3 if precise else 5e-2) * (1.0 + theirs.abs().max().item())  # half precision: its rounding
         _validate.check_hidden_matches_logits(name, mine.shape == theirs.shape
                                               and (mine - theirs).abs().max().item() <= tolerance)
 

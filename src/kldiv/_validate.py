@@ -957,3 +957,114 @@ def check_schedule(schedule: Any) -> Any:
 
 def no_gaussian_kl_layer() -> str:
     return "KLAnnealing found no kldiv.keras.GaussianKL layer in the model; add one, or pass layers=[...]"
+
+
+# ---- kldiv.hf: the Hugging Face Trainer integration ----
+
+HF_EXTRA_HINT = "install the extra: pip install 'kldiv[hf]' (transformers and accelerate)"
+
+
+def hf_missing(module: str) -> ImportError:
+    return ImportError(f"kldiv.hf needs {module}, which is not installed; {HF_EXTRA_HINT}")
+
+
+def check_one_teacher_source(teacher_model: Any, teacher_topk: Any) -> None:
+    """DistillationTrainer takes a live teacher or an offline top-k file, exactly one."""
+    if teacher_model is None and teacher_topk is None:
+        raise ValueError("DistillationTrainer needs a teacher: pass teacher_model=<a model> or "
+                         "teacher_topk=kldiv.hf.TeacherTopK(<folder written by save_teacher_topk>)")
+    if teacher_model is not None and teacher_topk is not None:
+        raise ValueError("pass teacher_model or teacher_topk, not both (teacher_topk replaces the live teacher)")
+
+
+def check_output_embeddings(name: str, head: Any) -> Any:
+    """The LM head the fused loss multiplies by: a module with a (V, H) weight."""
+    import torch
+
+    weight = getattr(head, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
+        raise ValueError(f"{name}.get_output_embeddings() returned {type(head).__name__}, not a linear LM head with a "
+                         "(V, H) weight; use fused=False to distil from the model's logits")
+    return head
+
+
+def check_hidden_matches_logits(name: str, ok: bool) -> None:
+    if not ok:
+        raise ValueError(f"{name}'s last hidden state times its output embeddings does not give its logits (the "
+                         "model transforms its logits in a way kldiv.hf does not read from the config); "
+                         "use fused=False")
+
+
+def check_has_labels(labels: Any) -> None:
+    if labels is None:
+        raise ValueError("the batch has no 'labels'; distillation needs them to know which positions count "
+                         "(-100 for ignored ones): use e.g. DataCollatorForLanguageModeling(tokenizer, mlm=False)")
+
+
+def check_softcap_supported(supported: bool) -> None:
+    if not supported:
+        raise ValueError("a model sets final-logit soft-capping or a logit scale, but this kldiv's fused loss has no "
+                         "softcap / logit_scale options; upgrade kldiv, or pass fused=False (the models' own logits)")
+
+
+def check_captured_inputs(inputs: Any) -> None:
+    if inputs is None:
+        raise ValueError("distillation_loss_func has not seen the student's inputs (Trainer's compute_loss_func gets "
+                         "no input_ids): create it with student_model=<the model you pass to Trainer>")
+
+
+def check_topk_k(k: Any, vocab: int) -> int:
+    k = check_integer("k", k, "a positive integer (tokens kept per position)")
+    if not 1 <= k <= vocab:
+        raise ValueError(f"k must be between 1 and the teacher's vocabulary size {vocab}, got {k}")
+    return k
+
+
+def check_new_folder(path: Any) -> None:
+    """save_teacher_topk writes into a new or empty folder and never overwrites files."""
+    import os
+
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        raise FileExistsError(f"{path} already exists and is not an empty folder; save_teacher_topk never overwrites "
+                              "files: choose a new folder or remove the old one yourself")
+
+
+def check_example_ids(index: int, input_ids: Any) -> None:
+    if input_ids is None:
+        raise ValueError(f"dataset item {index} has no 'input_ids'; save_teacher_topk needs tokenised examples")
+
+
+def check_topk_manifest(path: Any, manifest: Any) -> None:
+    if not isinstance(manifest, dict) or manifest.get("format") != "kldiv-teacher-topk":
+        raise ValueError(f"{path} is not a teacher top-k folder written by kldiv.hf.save_teacher_topk "
+                         "(its manifest.json is missing the format tag)")
+
+
+def check_shard_digest(file: Any, expected: str, actual: str) -> None:
+    if expected != actual:
+        raise ValueError(f"{file} is corrupt: its SHA-256 is {actual[:12]}... but the manifest says {expected[:12]}...; "
+                         "write the teacher's top-k again with save_teacher_topk")
+
+
+def check_topk_alignment(index: int, same: bool) -> None:
+    if not same:
+        raise ValueError(f"training example {index} has other input_ids than the teacher top-k file's example {index}; "
+                         "pass the same dataset, in the same order, that save_teacher_topk was given")
+
+
+def check_topk_length(dataset_len: int, topk_len: int) -> None:
+    if dataset_len != topk_len:
+        raise ValueError(f"the training dataset has {dataset_len} examples but the teacher top-k file {topk_len}; "
+                         "pass the dataset save_teacher_topk was given")
+
+
+def check_teacher_keys(present: bool) -> None:
+    if not present:
+        raise ValueError("this batch has no teacher top-k: teacher_topk covers the training dataset only; evaluate with "
+                         "a live teacher (teacher_model=...) or pass prediction_loss_only data from the same file")
+
+
+def check_right_padded(same: bool) -> None:
+    if not same:
+        raise ValueError("with teacher_topk the collator must pad on the right (tokenizer.padding_side = 'right') "
+                         "and keep each example's input_ids unchanged")

@@ -775,12 +775,19 @@ def check_knn_samples(xs: np.ndarray, ys: np.ndarray, k: int) -> None:
         raise ValueError(f"y has {m} point(s) but k={k} needs at least k; give more samples or a smaller k")
 
 
-def check_knn_subsamples(n: int, m: int, k: int) -> None:
-    if n // 2 < k + 1 or m // 2 < k:
-        raise ValueError(
-            f"a subsampling interval needs half the samples to hold k+1 points of x and k of y; "
-            f"with n={n}, m={m} and k={k} give more samples or ci=None"
+def knn_ties_message(tied: int, n: int, discrete_share: float) -> str:
+    """The k-NN estimator's warning about points of x with neighbours at distance 0; above ``discrete_share``
+    of the points the samples look discrete, and the message points to the plug-in estimator."""
+    if tied > discrete_share * n:
+        return (
+            f"{tied} of {n} points of x ({tied / n:.0%}) have exact duplicates: the samples look discrete, and the "
+            "k-NN estimator assumes densities, so its value is not meaningful; count categories and use "
+            "kldiv.estimate.plugin (on the command line: kldiv estimate --discrete)"
         )
+    return (
+        f"{tied} point(s) of x had duplicate neighbours at distance 0; k was raised past each tie group "
+        "for those points (see kldiv.estimate.knn)"
+    )
 
 
 def check_same_categories(counts_p: np.ndarray, counts_q: np.ndarray) -> None:

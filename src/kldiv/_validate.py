@@ -790,6 +790,22 @@ def knn_ties_message(tied: int, n: int, discrete_share: float) -> str:
     )
 
 
+def check_variational_samples(xs: np.ndarray, ys: np.ndarray, holdout: float) -> None:
+    """x (n, d) and y (m, d) live in one space, and both the training part and the held-out part (``holdout``)
+    of each sample hold at least 2 points."""
+    if xs.shape[1] != ys.shape[1]:
+        raise ValueError(
+            f"x has {xs.shape[1]} dimension(s) per sample but y has {ys.shape[1]}; both samples must live in the same space"
+        )
+    for name, size in (("x", len(xs)), ("y", len(ys))):
+        kept = max(2, round(holdout * size))
+        if size - kept < 4:
+            raise ValueError(
+                f"{name} has {size} point(s): too few to train the critic on {1 - holdout:.0%} and evaluate it on the "
+                f"other {holdout:.0%} (the held-out part needs 2, the training part 4); give more samples"
+            )
+
+
 def check_same_categories(counts_p: np.ndarray, counts_q: np.ndarray) -> None:
     if counts_p.shape != counts_q.shape:
         raise ValueError(

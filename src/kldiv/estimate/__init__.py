@@ -8,7 +8,8 @@ unless ``base`` is given:
   (:func:`category_counts` turns discrete samples into counts);
 * :func:`mc` — Monte Carlo estimators k1, k2, k3 from log p and log q at samples of P;
 * :func:`variational` — Donsker–Varadhan and NWJ lower bounds on KL, and the Jensen–Shannon bound a GAN
-  discriminator optimises, from samples with a small PyTorch critic.
+  discriminator optimises, from samples with a small PyTorch critic (:func:`variational_bound`: the bound for
+  a given critic, e.g. a GAN discriminator's JS estimate and loss).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from ._estimate import DiscreteSampleWarning, Estimate, normal_interval
 from ._knn import knn
 from ._mc import mc
 from ._plugin import category_counts, plugin
-from ._variational import variational
+from ._variational import variational, variational_bound
 
 __all__ = [
-    "Estimate", "DiscreteSampleWarning", "knn", "plugin", "category_counts", "mc", "variational", "normal_interval",
+    "Estimate", "DiscreteSampleWarning", "knn", "plugin", "category_counts", "mc", "variational", "variational_bound",
+    "normal_interval",
 ]

@@ -21,8 +21,8 @@ def _torch() -> Any:
         import torch
     except ImportError:  # pragma: no cover - torch is installed where the tests run
         raise ImportError(
-            "kldiv.estimate.variational trains a PyTorch critic; install PyTorch (pip install torch, or the "
-            "'torch' extra of kldiv)"
+            "kldiv.estimate.variational trains a PyTorch critic; install the torch extra: "
+            'pip install torch==2.13.0 && pip install "kldiv[torch]"'
         ) from None
     return torch
 
@@ -40,15 +40,22 @@ def critic(dimensions: int, hidden: int, layers: int) -> Any:
     return torch.nn.Sequential(*blocks)
 
 
-def bound_terms(bound: str, t_p: Any, t_q: Any) -> Any:
-    """The bound's value (a 0-d tensor) from the critic's outputs ``t_p`` at samples of P and ``t_q`` at samples of Q.
+def variational_bound(t_p: Any, t_q: Any, bound: str = "js") -> Any:
+    """The variational bound's value for a given critic: a 0-d tensor (differentiable) from the critic's outputs
+    ``t_p`` at samples of P and ``t_q`` at samples of Q (1-D torch tensors), in nats.
 
     * ``"dv"``:  ``E_P[T] − log E_Q[e^T]`` (Donsker–Varadhan), with ``log E_Q[e^T]`` as a log-sum-exp;
     * ``"nwj"``: ``E_P[T] − E_Q[e^(T − 1)]`` (Nguyen–Wainwright–Jordan, the f-divergence dual of KL);
     * ``"js"``:  ``½ (E_P[log σ(T)] + E_Q[log(1 − σ(T))]) + log 2``, σ the logistic function: the GAN
-      discriminator ``D = σ(T)``'s objective, ``max_D E_P[log D] + E_Q[log(1 − D)] = 2 JS(P, Q) − log 4``.
+      discriminator ``D = σ(T)``'s objective, ``max_D E_P[log D] + E_Q[log(1 − D)] = 2 JS(P, Q) − log 4``
+      (Goodfellow et al. 2014, Theorem 1), so a discriminator's logits give its JS estimate and minimising
+      ``−variational_bound(t_p, t_q, "js")`` is the discriminator's loss.
+
+    Each is ≤ the divergence (KL(P ‖ Q) for dv and nwj, JS(P, Q) for js) in expectation, with equality at the
+    optimal critic. Edge cases: ``log σ`` is evaluated as ``logsigmoid`` (no overflow at large logits).
     """
     torch = _torch()
+    bound = _validate.check_choice("bound", bound, BOUNDS)
     if bound == "dv":
         return t_p.mean() - (torch.logsumexp(t_q, 0) - math.log(t_q.shape[0]))
     if bound == "nwj":
@@ -88,7 +95,7 @@ def variational(
     layers: int = 2,
     steps: int = 1000,
     batch_size: int = 512,
-    learning_rate: float = 1e-3,
+    learning_rate: float = 3e-3,
     holdout: float = 0.5,
     ci: float | None = 0.95,
     seed: int | None = 0,
@@ -192,13 +199,13 @@ def variational(
         for step in range(1, steps + 1):
             batch_x = fit_x if take_x == fit_n else fit_x[torch.randperm(fit_n, generator=generator)[:take_x]]
             batch_y = fit_y if take_y == fit_m else fit_y[torch.randperm(fit_m, generator=generator)[:take_y]]
-            objective = bound_terms(bound, model(batch_x)[:, 0], model(batch_y)[:, 0])
+            objective = variational_bound(model(batch_x)[:, 0], model(batch_y)[:, 0], bound)
             optimizer.zero_grad(set_to_none=True)
             (-objective).backward()
             optimizer.step()
             if step % every == 0 or step == steps:
                 with torch.no_grad():
-                    score = float(bound_terms(bound, model(check_x)[:, 0].double(), model(check_y)[:, 0].double()))
+                    score = float(variational_bound(model(check_x)[:, 0].double(), model(check_y)[:, 0].double(), bound))
                 if score > best:
                     best, best_state, since = score, {k: v.clone() for k, v in model.state_dict().items()}, 0
                 else:

@@ -95,7 +95,7 @@ def variational(
     layers: int = 2,
     steps: int = 1000,
     batch_size: int = 512,
-    learning_rate: float = 3e-3,
+    learning_rate: float = 1e-3,
     holdout: float = 0.5,
     ci: float | None = 0.95,
     seed: int | None = 0,
@@ -161,7 +161,7 @@ def variational(
     batch_size = _validate.check_integer_at_least("batch_size", batch_size, 2, "an integer >= 2")
     learning_rate = _validate.check_finite_number("learning_rate", learning_rate)
     if learning_rate <= 0:
-        raise ValueError(f"learning_rate must be a positive number such as 3e-3, got {learning_rate!r}")
+        raise ValueError(f"learning_rate must be a positive number such as 1e-3, got {learning_rate!r}")
     holdout = _validate.check_finite_number("holdout", holdout)
     if not 0 < holdout < 1:
         raise ValueError(f"holdout must be a fraction strictly between 0 and 1 (e.g. 0.5), got {holdout!r}")

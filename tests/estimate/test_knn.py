@@ -258,3 +258,12 @@ def test_knn_handles_100k_points_in_10_dimensions():
     x, y = rng.normal(size=(100_000, 10)), rng.normal(size=(100_000, 10)) + 0.1
     result = knn(x, y, k=5)
     assert math.isfinite(result.value) and result.stderr > 0
+
+
+def test_knn_leaf_size_changes_speed_not_the_value():
+    import kldiv
+
+    x, y = gaussian_pair(500, d=3, seed=13)
+    with kldiv.config_context(knn_leaf_size=4):
+        small = knn(x, y, k=3)
+    assert small == knn(x, y, k=3)

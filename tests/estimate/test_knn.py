@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kldiv.estimate import Estimate, knn
+from kldiv.estimate._knn import knn_terms  # the per-point terms: the documented fallback's oracle
 
 
 def gaussian_pair(n, d=1, shift=1.0, seed=0):
@@ -267,3 +268,17 @@ def test_knn_leaf_size_changes_speed_not_the_value():
     with kldiv.config_context(knn_leaf_size=4):
         small = knn(x, y, k=3)
     assert small == knn(x, y, k=3)
+
+
+def test_knn_heavily_duplicated_folds_fall_back_to_the_per_point_stderr():
+    # 180 copies of one point among 200: the whole sample has k distinct neighbours beyond the copies, a fold of
+    # 20 (about 18 copies) does not, so no fold-based error exists.
+    rng = np.random.default_rng(14)
+    x = np.concatenate([np.zeros((180, 1)), rng.normal(size=(20, 1))])
+    y = rng.normal(size=(400, 1)) + 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = knn(x, y, k=5, ci=0.9)
+        terms_se = np.std(knn_terms(x, y, 5, False)[0], ddof=1) / math.sqrt(200)
+    assert result.bias is None and result.stderr == pytest.approx(terms_se)
+    assert math.isfinite(result.value) and result.ci[0] <= result.value <= result.ci[1]

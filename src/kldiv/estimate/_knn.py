@@ -106,6 +106,25 @@ def bias_rate(d: int) -> float:
     return min(0.5, 1.0 / d)
 
 
+def _fold_estimates(xs: np.ndarray, ys: np.ndarray, k: int, adaptive: bool, workers: int, folds: int,
+                    partitions: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Estimates on ``partitions`` random partitions of x and y into ``folds`` disjoint folds, shape
+    (partitions, folds); None when a fold is too degenerate to estimate (so many duplicates that a fold lacks k
+    distinct neighbours), in which case the caller falls back to the per-point standard error."""
+    estimates = np.empty((partitions, folds))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # ties were reported once, for the whole sample
+        for r in range(partitions):
+            parts_x = np.array_split(rng.permutation(len(xs)), folds)
+            parts_y = np.array_split(rng.permutation(len(ys)), folds)
+            for b in range(folds):
+                try:
+                    estimates[r, b] = _estimate(xs[parts_x[b]], ys[parts_y[b]], k, adaptive, workers)[0]
+                except ValueError:
+                    return None
+    return estimates
+
+
 def knn(
     x: Any,
     y: Any,
@@ -143,7 +162,7 @@ def knn(
 
     * ``stderr`` = ``sd(D̂_b) / sqrt(B)`` (variance ∝ 1/n), the sampling noise of ``D̂``; it never depends on
       ``ci``. With fewer than 2 folds possible it is ``std(per-point terms) / sqrt(n)``, which ignores the
-      dependence between terms.
+      dependence between terms, and so it is when a fold holds too few distinct points (heavy duplication).
     * ``bias`` = ``(mean(D̂_b) − D̂) / (B^a − 1)``: if the bias falls like ``n^(−a)``, the folds' mean lies
       ``B^a − 1`` times the bias away from ``D̂`` (a Richardson step), with ``a`` from :func:`bias_rate`.
     * ``ci`` (a level such as 0.95): the interval ``D̂ − bias ± z · stderr · sqrt(1 + 2c + 2c²)``,
@@ -204,21 +223,13 @@ def knn(
         warnings.warn(_validate.knn_ties_message(tied, n, DISCRETE_SHARE), category, stacklevel=2)
     value = float(np.mean(terms) + math.log(m / (n - 1)))
     folds = fold_count(n, m, k)
+    rng = np.random.default_rng(_validate.check_seed("seed", seed))
+    estimates = _fold_estimates(xs, ys, k, adaptive, workers, folds, -(-resamples // folds), rng) if folds >= 2 else None
     bias = None
-    if folds < 2:
+    if estimates is None:
         stderr = float(np.std(terms, ddof=1) / math.sqrt(n))
         spread = stderr
     else:
-        rng = np.random.default_rng(_validate.check_seed("seed", seed))
-        partitions = -(-resamples // folds)
-        estimates = np.empty((partitions, folds))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # ties were reported once, for the whole sample
-            for r in range(partitions):
-                parts_x = np.array_split(rng.permutation(n), folds)
-                parts_y = np.array_split(rng.permutation(m), folds)
-                for b in range(folds):
-                    estimates[r, b] = _estimate(xs[parts_x[b]], ys[parts_y[b]], k, adaptive, workers)[0]
         stderr = float(math.sqrt(np.mean(np.var(estimates, axis=1, ddof=1)) / folds))
         c = 1.0 / (folds ** bias_rate(xs.shape[1]) - 1.0)
         bias = float(c * (np.mean(estimates) - value))

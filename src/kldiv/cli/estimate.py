@@ -81,7 +81,7 @@ def estimate(
         return
     typer.echo(f"KL(P‖Q) ≈ {result.value:.6g} {unit}  ± {result.stderr:.2g} (standard error)")
     if result.bias is not None:
-        typer.echo(f"estimated bias of that value: {result.bias:+.2g} {unit} (from {resamples} estimates on 1/10 folds)")
+        typer.echo(f"estimated bias of that value: {result.bias:+.2g} {unit} (from estimates on disjoint folds)")
     if result.ci is not None and all(math.isfinite(v) for v in result.ci):
         what = "bias-corrected, with the correction's noise" if result.bias is not None else "normal"
         typer.echo(f"{ci:.0%} interval for KL(P‖Q): [{result.ci[0]:.6g}, {result.ci[1]:.6g}] ({what})")

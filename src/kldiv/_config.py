@@ -59,6 +59,8 @@ class Config:
       compare_cpu_block, compare_device_block: elements per row block of ``kldiv.compare``'s eager path.
       pairwise_block: elements per block of broadcast pairs in ``kldiv.pairwise``.
       huge_page_min_bytes: CPU gradient buffers from this size up are allocated in transparent huge pages.
+      knn_leaf_size: points per leaf of the KD-trees of ``kldiv.estimate.knn``; SciPy's default of 16 suits low
+        dimensions, larger leaves make 10-D queries faster (see benchmarks/RESULTS.md, Estimators).
     """
 
     compile: str = "auto"
@@ -75,6 +77,7 @@ class Config:
     compare_device_block: int = 1 << 24
     pairwise_block: int = 1 << 20
     huge_page_min_bytes: int = 1 << 26
+    knn_leaf_size: int = 48
 
     def __post_init__(self) -> None:
         if self.compile not in COMPILE_MODES:

@@ -864,12 +864,35 @@ def check_knn_samples(xs: np.ndarray, ys: np.ndarray, k: int) -> None:
         raise ValueError(f"y has {m} point(s) but k={k} needs at least k; give more samples or a smaller k")
 
 
-def check_knn_subsamples(n: int, m: int, k: int) -> None:
-    if n // 2 < k + 1 or m // 2 < k:
-        raise ValueError(
-            f"a subsampling interval needs half the samples to hold k+1 points of x and k of y; "
-            f"with n={n}, m={m} and k={k} give more samples or ci=None"
+def knn_ties_message(tied: int, n: int, discrete_share: float) -> str:
+    """The k-NN estimator's warning about points of x with neighbours at distance 0; above ``discrete_share``
+    of the points the samples look discrete, and the message points to the plug-in estimator."""
+    if tied > discrete_share * n:
+        return (
+            f"{tied} of {n} points of x ({tied / n:.0%}) have exact duplicates: the samples look discrete, and the "
+            "k-NN estimator assumes densities, so its value is not meaningful; count categories and use "
+            "kldiv.estimate.plugin (on the command line: kldiv estimate --discrete)"
         )
+    return (
+        f"{tied} point(s) of x had duplicate neighbours at distance 0; k was raised past each tie group "
+        "for those points (see kldiv.estimate.knn)"
+    )
+
+
+def check_variational_samples(xs: np.ndarray, ys: np.ndarray, holdout: float) -> None:
+    """x (n, d) and y (m, d) live in one space, and both the training part and the held-out part (``holdout``)
+    of each sample hold at least 2 points."""
+    if xs.shape[1] != ys.shape[1]:
+        raise ValueError(
+            f"x has {xs.shape[1]} dimension(s) per sample but y has {ys.shape[1]}; both samples must live in the same space"
+        )
+    for name, size in (("x", len(xs)), ("y", len(ys))):
+        kept = max(2, round(holdout * size))
+        if size - kept < 4:
+            raise ValueError(
+                f"{name} has {size} point(s): too few to train the critic on {1 - holdout:.0%} and evaluate it on the "
+                f"other {holdout:.0%} (the held-out part needs 2, the training part 4); give more samples"
+            )
 
 
 def check_same_categories(counts_p: np.ndarray, counts_q: np.ndarray) -> None:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kldiv.estimate import Estimate, knn
+from kldiv.estimate._knn import knn_terms  # the per-point terms: the documented fallback's oracle
 
 
 def gaussian_pair(n, d=1, shift=1.0, seed=0):
@@ -168,14 +169,78 @@ def test_knn_bad_shapes_and_types_are_rejected():
         knn(np.arange(5.0), np.arange(5.0), adaptive="yes")
 
 
-def test_knn_subsampling_interval_brackets_the_estimate_and_covers_the_truth():
-    x, y = gaussian_pair(2000, seed=7)
-    result = knn(x, y, k=5, ci=0.95, resamples=60, seed=0)
-    low, high = result.ci
-    assert low < result.value < high
-    assert low < 0.5 < high
-    assert result.stderr == pytest.approx((high - low) / 3.92, rel=0.5)
-    assert knn(x, y, k=5, ci=0.95, resamples=60, seed=0).ci == result.ci  # seeded
+def test_knn_standard_error_does_not_depend_on_ci():
+    x, y = gaussian_pair(1500, d=3, seed=7)
+    plain, with_interval = knn(x, y, k=5), knn(x, y, k=5, ci=0.95)
+    assert plain.ci is None and with_interval.ci is not None
+    assert with_interval.stderr == plain.stderr and with_interval.bias == plain.bias
+    assert with_interval.value == plain.value
+    assert knn(x, y, k=5, ci=0.9).stderr == plain.stderr
+
+
+def test_knn_stderr_and_bias_are_the_documented_fold_formulas():
+    # Oracle: the fold estimates recomputed with the public estimator on the same random partitions.
+    x, y = gaussian_pair(400, d=2, seed=8)
+    result = knn(x, y, k=2, resamples=20, seed=3, ci=0.9)
+    rng = np.random.default_rng(3)
+    folds = []
+    for _ in range(2):
+        parts_x, parts_y = np.array_split(rng.permutation(400), 10), np.array_split(rng.permutation(400), 10)
+        folds.append([knn(x[a], y[b], k=2).value for a, b in zip(parts_x, parts_y, strict=True)])
+    folds = np.array(folds)
+    assert result.stderr == pytest.approx(math.sqrt(np.mean(np.var(folds, axis=1, ddof=1)) / 10), rel=1e-9)
+    c = 1 / (10**0.5 - 1)  # d = 2: rate a = 1/2
+    assert result.bias == pytest.approx(c * (folds.mean() - result.value), rel=1e-9)
+    z = 1.6448536269514722
+    half = z * result.stderr * math.sqrt(1 + 2 * c + 2 * c * c)
+    expected = (max(result.value - result.bias - half, 0.0), result.value - result.bias + half)
+    assert result.ci == pytest.approx(expected, rel=1e-9)
+
+
+def test_knn_stderr_matches_the_spread_over_independent_samples():
+    rng = np.random.default_rng(9)
+    values, errors = [], []
+    for seed in range(30):
+        x, y = rng.normal(size=(1000, 1)), rng.normal(1, 1, size=(1000, 1))
+        result = knn(x, y, k=5, seed=seed)
+        values.append(result.value)
+        errors.append(result.stderr)
+    assert 0.7 < np.mean(errors) / np.std(values, ddof=1) < 1.4
+
+
+def test_knn_interval_covers_a_10d_truth_that_value_plus_minus_two_stderr_misses():
+    truth = 5 * (0.5 - 1 + math.log(2))  # KL(N(0, I_10) || N(0, 2 I_10)), closed form
+    covered = 0
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        x, y = rng.normal(size=(1000, 10)), rng.normal(size=(1000, 10)) * math.sqrt(2)
+        result = knn(x, y, k=5, ci=0.95)
+        assert abs(result.value - truth) > 2 * result.stderr  # the bias: 0.5 nats at this n
+        assert result.bias > 0
+        covered += result.ci[0] <= truth <= result.ci[1]
+    assert covered >= 4
+
+
+def test_knn_interval_is_clipped_at_zero():
+    x, y = gaussian_pair(300, d=4, shift=0.0, seed=10)
+    low, high = knn(x, y, k=1, ci=0.95).ci
+    assert low >= 0 and high > 0
+
+
+def test_knn_small_samples_fall_back_to_the_per_point_stderr_without_bias():
+    x, y = gaussian_pair(30, seed=11)
+    result = knn(x, y, k=1, ci=0.9)
+    assert result.bias is None
+    terms_se = result.stderr
+    assert terms_se > 0 and result.ci[0] < result.value < result.ci[1]
+
+
+def test_knn_discrete_samples_warn_and_point_to_the_plugin_estimator():
+    from kldiv.estimate import DiscreteSampleWarning
+
+    rng = np.random.default_rng(12)
+    with pytest.warns(DiscreteSampleWarning, match=r"look discrete.*kldiv\.estimate\.plugin.*--discrete"):
+        knn(rng.poisson(3, size=500), rng.poisson(4, size=500))
 
 
 def test_knn_interval_arguments_are_checked():
@@ -184,18 +249,36 @@ def test_knn_interval_arguments_are_checked():
         knn(x, y, ci=1.5)
     with pytest.raises(ValueError, match="resamples must be an integer >= 2"):
         knn(x, y, ci=0.9, resamples=1)
-    with pytest.raises(ValueError, match="a subsampling interval needs half the samples"):
-        knn(np.arange(3.0), np.arange(3.0) + 0.5, k=1, ci=0.9)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("KLDIV_SLOW"), reason="about 30 s of CPU; set KLDIV_SLOW=1 to run")
-def test_knn_handles_100k_points_in_10_dimensions_in_under_30_seconds_per_core_pair():
-    import time
-
+@pytest.mark.skipif(not os.environ.get("KLDIV_SLOW"), reason="about a minute of CPU; set KLDIV_SLOW=1 to run")
+def test_knn_handles_100k_points_in_10_dimensions():
+    # Completes and is finite; the time is measured in benchmarks/bench_estimate.py, not asserted here.
     rng = np.random.default_rng(8)
     x, y = rng.normal(size=(100_000, 10)), rng.normal(size=(100_000, 10)) + 0.1
-    start = time.process_time()  # CPU time of all threads: insensitive to other jobs sharing the machine
-    result = knn(x, y, k=1, workers=2)
-    assert time.process_time() - start < 60  # 30 s of wall time on two cores
-    assert math.isfinite(result.value)
+    result = knn(x, y, k=5)
+    assert math.isfinite(result.value) and result.stderr > 0
+
+
+def test_knn_leaf_size_changes_speed_not_the_value():
+    import kldiv
+
+    x, y = gaussian_pair(500, d=3, seed=13)
+    with kldiv.config_context(knn_leaf_size=4):
+        small = knn(x, y, k=3)
+    assert small == knn(x, y, k=3)
+
+
+def test_knn_heavily_duplicated_folds_fall_back_to_the_per_point_stderr():
+    # 180 copies of one point among 200: the whole sample has k distinct neighbours beyond the copies, a fold of
+    # 20 (about 18 copies) does not, so no fold-based error exists.
+    rng = np.random.default_rng(14)
+    x = np.concatenate([np.zeros((180, 1)), rng.normal(size=(20, 1))])
+    y = rng.normal(size=(400, 1)) + 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = knn(x, y, k=5, ci=0.9)
+        terms_se = np.std(knn_terms(x, y, 5, False)[0], ddof=1) / math.sqrt(200)
+    assert result.bias is None and result.stderr == pytest.approx(terms_se)
+    assert math.isfinite(result.value) and result.ci[0] <= result.value <= result.ci[1]

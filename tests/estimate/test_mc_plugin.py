@@ -157,3 +157,19 @@ def test_estimate_prints_value_stderr_interval_and_n():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert float(Estimate(1.0, 0.0, None, 2)) == 1.0
+
+
+def test_category_counts_count_distinct_values_and_rows():
+    from collections import Counter
+
+    from kldiv.estimate import category_counts
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 4, size=(200, 2)), rng.integers(1, 5, size=(150, 2))
+    categories, counts_p, counts_q = category_counts(x, y)
+    seen_p, seen_q = Counter(map(tuple, x.tolist())), Counter(map(tuple, y.tolist()))
+    assert sorted(map(tuple, categories.tolist())) == sorted(set(seen_p) | set(seen_q))
+    for row, a, b in zip(categories.tolist(), counts_p, counts_q, strict=True):
+        assert (a, b) == (seen_p[tuple(row)], seen_q[tuple(row)])
+    with pytest.raises(ValueError, match="x has 2 value"):
+        category_counts(x, y[:, 0:1].repeat(3, axis=1))

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 
+class DiscreteSampleWarning(UserWarning):
+    """Samples for a density estimator (k-NN) are mostly exact duplicates: they look discrete, and the plug-in
+    estimator on category counts is the one that applies."""
+
+
 @dataclass(frozen=True)
 class Estimate:
     """An estimate of a divergence, in the units the estimator documents (nats unless ``base`` is given).
@@ -18,18 +23,23 @@ class Estimate:
         ci: ``(low, high)``, a confidence interval at the level the estimator was asked for, or None when none
             was computed.
         n: the number of samples (draws from the first distribution) it rests on.
+        bias: the estimator's estimated bias ``E[value] − truth`` where the estimator computes one (the k-NN
+            estimator does; ``ci`` then already allows for it), else None.
     """
 
     value: Any
     stderr: float
     ci: tuple[float, float] | None
     n: int
+    bias: float | None = None
 
     def __float__(self) -> float:
         return as_float(self.value)
 
     def __str__(self) -> str:
         text = f"{as_float(self.value):.6g} ± {self.stderr:.2g}"
+        if self.bias is not None:
+            text += f" (bias ≈ {self.bias:+.2g})"
         if self.ci is not None:
             text += f" [{self.ci[0]:.6g}, {self.ci[1]:.6g}]"
         return f"{text} (n={self.n})"

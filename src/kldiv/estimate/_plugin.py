@@ -82,3 +82,28 @@ def plugin(
     stderr = math.sqrt(max(variance, 0.0)) / divisor
     value /= divisor
     return Estimate(value, stderr, normal_interval(value, stderr, level), int(n))
+
+
+def category_counts(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Counts of each distinct value (or distinct row) of samples ``x ~ P`` and ``y ~ Q``, over the categories seen
+    in either, for :func:`plugin`.
+
+    Args:
+        x: samples of P, shape ``(n,)`` or ``(n, d)`` (a row is one outcome).
+        y: samples of Q, shape ``(m,)`` or ``(m, d)``.
+
+    Returns:
+        ``(categories, counts_p, counts_q)``: the distinct outcomes (sorted, shape ``(K, d)``) and how often each
+        occurs in x and in y.
+    """
+    xs, ys = _validate.check_points(x, "x"), _validate.check_points(y, "y")
+    if xs.shape[1] != ys.shape[1]:
+        raise ValueError(
+            f"x has {xs.shape[1]} value(s) per sample but y has {ys.shape[1]}; both samples must have the same outcomes"
+        )
+    categories, index = np.unique(np.concatenate([xs, ys]), axis=0, return_inverse=True)
+    index = index.reshape(-1)
+    size = len(categories)
+    counts_p = np.bincount(index[: len(xs)], minlength=size).astype(np.float64)
+    counts_q = np.bincount(index[len(xs):], minlength=size).astype(np.float64)
+    return categories, counts_p, counts_q

@@ -34,7 +34,8 @@ def test_train_gan_writes_plots_and_metrics_and_reports_the_js(tmp_path, capsys)
 def test_train_gan_refuses_a_non_empty_folder_and_keeps_its_files(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     code, _, err = run(["train", "gan", *TINY, "--out", str(tmp_path)], capsys)
-    assert code == 2 and "is not empty" in err and "--force" in err
+    # a folder of the user's own files is refused and never offered --force (the run-folder rules)
+    assert code == 2 and "is not empty" in err and "not a kldiv run folder" in err and "--force" not in err
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 

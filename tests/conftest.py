@@ -1,5 +1,11 @@
 import os
 
+# The Triton kernels are tested on CPU tensors through Triton's interpreter, which triton.jit picks when it
+# decorates a kernel (and Triton reads its settings once imported): set it before any test module can import
+# triton (transformers, accelerate and torch.compile may). CPU tests are unaffected: kernel="auto" runs Triton
+# on CUDA tensors only.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(

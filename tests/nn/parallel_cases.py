@@ -221,4 +221,6 @@ def worker(rank: int, world: int, port: int, widths: list[int], suites: list[str
     finally:
         with open(os.path.join(out, f"{rank}.json"), "w") as f:
             json.dump(failures, f)
+        if not failures:
+            dist.barrier()  # every rank done before any tears its connections down
         dist.destroy_process_group()

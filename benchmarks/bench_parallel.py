@@ -21,7 +21,6 @@ import argparse
 import datetime
 import json
 import os
-import resource
 import socket
 import tempfile
 import time
@@ -93,6 +92,19 @@ def workload(kind: str, method: str, data: dict, group):
     return loss
 
 
+def memory_kb(field: str) -> int:
+    """A field of /proc/self/status in kB (VmRSS: resident now; VmHWM: its peak since the last reset)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def reset_peak() -> int:
+    """Reset the process's peak resident size to the current one (Linux: clear_refs 5); return it in kB."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return memory_kb("VmRSS")
+
+
 def worker(rank: int, world: int, port: int, args: dict, out: str) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
@@ -118,16 +130,16 @@ def worker(rank: int, world: int, port: int, args: dict, out: str) -> None:
             del weight
         for method in ("kldiv", "all_gather"):
             times, loss = [], None
-            base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            base = reset_peak()
             for _ in range(args["repeat"]):
                 COUNTED["bytes"] = 0
                 dist.barrier()
                 start = time.perf_counter()
                 loss = workload(kind, method, data, dist.group.WORLD)
                 times.append(time.perf_counter() - start)
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
+            peak = memory_kb("VmHWM") - base
             results[f"{kind}/{method}"] = dict(time=sorted(times)[len(times) // 2], bytes=COUNTED["bytes"],
-                                               peak_mb=peak / 1024, loss=float(loss))
+                                               peak_mb=peak / 1024, loss=float(loss.detach()))
         del data
     with open(os.path.join(out, f"{world}-{rank}.json"), "w") as f:
         json.dump(results, f)
@@ -164,7 +176,7 @@ def main() -> None:
                 )
     n, v = args.rows, args.vocab
     print(f"N={n} V={v} H={args.hidden}, {os.cpu_count()} cores shared by the ranks; slowest rank's median of "
-          f"{args.repeat}; bytes handed to collectives per rank per call; peak = max RSS growth")
+          f"{args.repeat}; bytes handed to collectives per rank per call; peak = resident memory's peak above the inputs")
     print(f"{'ranks':>5} {'workload':<18} {'time s':>8} {'MB sent':>10} {'peak MB':>9} {'loss':>12}")
     for (world, key), r in sorted(table.items()):
         print(f"{world:>5} {key:<18} {r['time']:>8.3f} {r['bytes'] / 1e6:>10.3f} {r['peak_mb']:>9.0f} {r['loss']:>12.6f}")

@@ -18,14 +18,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._comparison import STATE_KEYS, Comparison
-from ._storage import CorruptFileError, read_arrays, write_arrays
+from ._storage import CorruptFileError, read_arrays
 
 _KEYS = tuple(STATE_KEYS)
 # errors a worker reports to the parent as the same class (anything else becomes a RuntimeError naming the rank)
@@ -118,49 +117,6 @@ def merge_across_processes(comparison: Comparison, process_group: Any = None) ->
 
 def _loopback_interface() -> str:
     return "lo0" if sys.platform == "darwin" else "lo"
-
-
-def run_worker(folder: Path, rank: int) -> None:
-    """One rank of ``folder``'s job: compare tokens [n r / N, n (r + 1) / N), merge over the group, and (rank 0)
-    write the merged state; an error in the comparison is written for the parent, which raises it."""
-    job = json.loads((folder / "job.json").read_text())
-    world, settings = job["workers"], job["settings"]
-    settings["top_k"] = tuple(settings["top_k"])
-    labels = np.load(folder / "labels.npy", allow_pickle=False) if job["labels"] else None
-    torch, dist = _torch()
-    from .. import _config
-    from ._files import compare_rows, open_pair
-
-    _config.set_config(threads=max(1, _config.get_config().threads // world))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=(folder / "rendezvous").as_uri(), rank=rank, world_size=world,
-                            timeout=timedelta(days=1))  # the parent ends the group if a member dies
-    try:
-        comparison = Comparison(**settings)
-        error: Exception | None = None
-        try:
-            ref, oth = open_pair(job["reference"], job["other"], settings["vocab_size"])
-            start, stop = ref.n_rows * rank // world, ref.n_rows * (rank + 1) // world
-
-            def progress(finished: int, _total: int) -> None:
-                (folder / f"progress-{rank}.tmp").write_text(str(finished))
-                os.replace(folder / f"progress-{rank}.tmp", folder / f"progress-{rank}")
-
-            compare_rows(ref, oth, labels, comparison, start, stop, progress)
-        except Exception as caught:  # reported to the parent; every rank stops
-            error = caught
-        failed = torch.tensor([int(error is not None)])
-        dist.all_reduce(failed, op=dist.ReduceOp.MAX)
-        if int(failed):
-            if error is not None:
-                (folder / f"error-{rank}.json").write_text(json.dumps({"type": type(error).__name__,
-                                                                       "message": str(error)}))
-            return
-        merge_across_processes(comparison)
-        if rank == 0:
-            write_arrays(folder / "state.safetensors", comparison.state_dict())
-    finally:
-        dist.destroy_process_group()
 
 
 def compare_in_processes(reference: Any, other: Any, labels: np.ndarray | None, comparison: Comparison, workers: int,

@@ -11,22 +11,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from cli_runs import run  # noqa: E402
+
 from kldiv.apps import charlm, runs  # noqa: E402
 from kldiv.apps import distill as distill_app  # noqa: E402
-from kldiv.cli import main  # noqa: E402
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 60
 LM = dict(embed=8, hidden=16, seq_len=16, batch_size=4, steps=4, eval_every=2, eval_chars=300)
 
 
-def run(argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def rows(folder):

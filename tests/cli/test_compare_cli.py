@@ -6,19 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from cli_runs import run
 
-from kldiv.cli import main
 from kldiv.compare import save_reference
-
-
-def run(argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit:
-        code = exit.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -6,17 +6,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from kldiv.cli import main  # noqa: E402
-
-
-def run(argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from cli_runs import run  # noqa: E402
 
 
 def test_demo_refuses_a_non_empty_folder_it_did_not_make_with_one_line_and_writes_nothing(tmp_path, capsys):

@@ -10,23 +10,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from cli_runs import run  # noqa: E402
+
 from kldiv.apps import runs  # noqa: E402
 from kldiv.apps import vae as vae_app  # noqa: E402
-from kldiv.cli import main  # noqa: E402
 
 TINY_VAE = ["--hidden", "16", "--batch-size", "256", "--quiet"]
 TINY_LM = ["--embed", "8", "--hidden", "16", "--seq-len", "16", "--batch-size", "4", "--max-chars", "6000",
            "--eval-chars", "400", "--quiet"]
 
 
-def run(argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def ok(argv, capsys):

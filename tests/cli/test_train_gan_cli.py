@@ -6,19 +6,11 @@ import pytest
 
 pytest.importorskip("torch")
 
-from kldiv.cli import main  # noqa: E402
+from cli_runs import run  # noqa: E402
 
 TINY = ["--steps", "20", "--eval-every", "10", "--no-fresh-critic", "--quiet"]
 
 
-def run(argv, capsys):
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_train_gan_writes_plots_and_metrics_and_reports_the_js(tmp_path, capsys):

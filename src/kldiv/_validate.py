@@ -1024,12 +1024,6 @@ def check_has_labels(labels: Any) -> None:
                          "(-100 for ignored ones): use e.g. DataCollatorForLanguageModeling(tokenizer, mlm=False)")
 
 
-def check_softcap_supported(supported: bool) -> None:
-    if not supported:
-        raise ValueError("a model sets final-logit soft-capping or a logit scale, but this kldiv's fused loss has no "
-                         "softcap / logit_scale options; upgrade kldiv, or pass fused=False (the models' own logits)")
-
-
 def check_captured_inputs(inputs: Any) -> None:
     if inputs is None:
         raise ValueError("distillation_loss_func has not seen the student's inputs (Trainer's compute_loss_func gets "

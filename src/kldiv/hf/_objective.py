@@ -48,21 +48,6 @@ def cap_options(student: Any, teacher: Any | None) -> dict[str, Any]:
     return options
 
 
-def fused_loss_accepts_caps() -> bool:
-    parameters = inspect.signature(FusedLinearDistillationLoss.__init__).parameters
-    return "softcap" in parameters and "logit_scale" in parameters
-
-
-def student_only(caps: dict[str, Any]) -> dict[str, Any]:
-    """The caps with the teacher's side neutral: for a TopK teacher, whose log-probabilities are final."""
-    out = {}
-    if "softcap" in caps:
-        out["softcap"] = (caps["softcap"][0], None)
-    if "logit_scale" in caps:
-        out["logit_scale"] = (caps["logit_scale"][0], 1.0)
-    return out
-
-
 def forward(model: Any, inputs: dict[str, Any], fused: bool) -> tuple[Any, torch.Tensor | None]:
     """The model's outputs and, when ``fused``, its last hidden state (B, T, H).
 
@@ -154,8 +139,6 @@ class Objective:
         _validate.check_flag("fused", self.fused)
         _validate.check_flag("shift_labels", self.shift)
         if self.fused:
-            if self.caps:
-                _validate.check_softcap_supported(fused_loss_accepts_caps())
             self.fused_loss = FusedLinearDistillationLoss(**self.options, hard_label_weight=self.hard_label_weight,
                                                           **self.caps)
         self.dense_loss = DistillationLoss(**self.options)
@@ -168,13 +151,8 @@ class Objective:
 
     def fused_value(self, s_hidden, s_head: Head, teacher: Any, targets, num_items) -> torch.Tensor:
         """The loss from hidden states; ``teacher`` is (hidden, Head) or a TopK."""
-        if isinstance(teacher, TopK):
-            if self.caps:  # the stored log-probabilities are final: the teacher's side gets no transform
-                loss = FusedLinearDistillationLoss(**self.options, hard_label_weight=self.hard_label_weight,
-                                                   **student_only(self.caps))
-            else:
-                loss = self.fused_loss
-            return loss(s_hidden, s_head.weight, None, None, targets, student_bias=s_head.bias,
+        if isinstance(teacher, TopK):  # its log-probabilities are final: the loss transforms the student's only
+            return self.fused_loss(s_hidden, s_head.weight, None, None, targets, student_bias=s_head.bias,
                         teacher_logits=teacher, num_items_in_batch=num_items)
         t_hidden, t_head = teacher
         return self.fused_loss(s_hidden, s_head.weight, t_hidden, t_head.weight, targets, student_bias=s_head.bias,
@@ -212,7 +190,6 @@ class Objective:
         width = student[1].weight.shape[0] if isinstance(student, tuple) else student.shape[-1]
         chunk = max(1, _METRIC_NUMBERS // max(width, 1))
         caps = self.caps if isinstance(student, tuple) else {}
-        teacher_caps = student_only(caps) if isinstance(teacher, TopK) else caps
         sums = {"divergence": 0.0, "hard_label_loss": 0.0, "teacher_agreement": 0.0}
         if isinstance(teacher, TopK):
             sums["teacher_tail_mass"] = 0.0
@@ -229,10 +206,10 @@ class Objective:
                 t = teacher[1].logits(teacher[0][part]) if isinstance(teacher, tuple) else teacher[part]
                 t_top = t[..., :vocab].argmax(-1)
             sums["divergence"] += float(distillation_loss(s, t, reduction="sum", **self.metric_options,
-                                                          **teacher_caps))
+                                                          **caps))
             sums["hard_label_loss"] += float(distillation_loss(
                 s, one_hot_teacher(labels[part], self.ignore_index), divergence="kl", reduction="sum",
-                vocab_size=vocab, **student_only(caps)))
+                vocab_size=vocab, **caps))
             sums["teacher_agreement"] += float((s[..., :vocab].argmax(-1) == t_top.to(s.device)).sum())
         sums["positions"] = float(rows.numel())
         return sums

@@ -565,7 +565,7 @@ def check_topk_rows(idx: Any, lp: Any, rows: Any, vocab_size: int, tail: str) ->
             f"TopK.indices repeats token id {int(ordered[row, col])} in kept row {row}; the k ids of a position must "
             "be distinct (as torch.topk returns them)"
         )
-    high_lp = float(lp.max()) if lp.is_floating_point() else 0.0
+    high_lp = float(lp.max())  # NaN passes here: the loss reports it at its position
     if high_lp > 1e-3:  # beyond the rounding of a log_softmax's largest entry
         raise ValueError(
             f"TopK.logprobs holds {high_lp:.6g} > 0; they must be the teacher's log-probabilities (log_softmax over "

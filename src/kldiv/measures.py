@@ -244,11 +244,6 @@ KL = Measure("kl", _kl_value, _kl_vjp, _rows.RowForm(_kl_sums, _kl_finish, _kl_g
 # --- Jensen-Shannon --------------------------------------------------------------------------------
 
 
-def _mixture(xp, P: Canon, Q: Canon, weight: float) -> tuple[Any, Any]:
-    m = weight * P.p + (1 - weight) * Q.p
-    return m, xp.log(m)
-
-
 def _js_value(xp, P: Canon, Q: Canon, *, weight: float) -> Any:
     if weight in (0.0, 1.0):  # M equals one side and the other side has weight 0
         return xp.zeros_like(P.p[..., 0])

@@ -460,7 +460,7 @@ def area_precision(args, run):
             from kldiv.compare import Comparison
 
             accumulator = Comparison()  # KL(reference || other); one (N, V) chunk is one sequence of N positions
-            accumulator.update(reference, other)
+            accumulator.update(reference[None], other[None])  # (1, N, V): one sequence of N positions
             return accumulator.result().kld_by_position
         return fn
 

@@ -280,12 +280,17 @@ def _js_guarded_sums(xp, P: _rows.Side, Q: _rows.Side, weight: float) -> tuple[A
             _rows.row_sum(xp, _skew_terms(xp, Q, P, 1 - weight, weight)[0]))
 
 
-def _js_tame_ratios(xp, P: _rows.Side, Q: _rows.Side, weight: float) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
-    """On tame sides (see :mod:`kldiv._rows`): (m / p - 1, log(m / p)) and (m / q - 1, log(m / q)) per entry,
-    select-free: expm1 of r = log(q / p) is finite there, and 1 + (m / p - 1) >= weight > 0."""
+def _js_tame_ratios(xp, P: _rows.Side, Q: _rows.Side, weight: float) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """On tame sides (see :mod:`kldiv._rows`): (y, log1p(y), y - log1p(y)) for y = m / p - 1 and for
+    y = m / q - 1 per entry, select-free eagerly: expm1 of r = log(q / p) is finite there, and 1 + y >= weight
+    > 0. Compiled: from arithmetic and log (:func:`kldiv._rows.tame_expm1`, :func:`kldiv._rows.tame_log1p`)."""
     r = _rows.log_ratio(xp, P, Q)
+    if _rows.compiling():
+        y_p, y_q = (1 - weight) * _rows.tame_expm1(xp, r, Q.p / P.p), weight * _rows.tame_expm1(xp, -r, P.p / Q.p)
+        return (y_p, *_rows.tame_log1p(xp, y_p)), (y_q, *_rows.tame_log1p(xp, y_q))
     y_p, y_q = (1 - weight) * xp.expm1(r), weight * xp.expm1(-r)
-    return (y_p, xp.log1p(y_p)), (y_q, xp.log1p(y_q))
+    l_p, l_q = xp.log1p(y_p), xp.log1p(y_q)
+    return (y_p, l_p, y_p - l_p), (y_q, l_q, y_q - l_q)
 
 
 def _js_sums(xp, P: _rows.Side, Q: _rows.Side, *, weight: float) -> tuple[Any, Any]:
@@ -294,8 +299,8 @@ def _js_sums(xp, P: _rows.Side, Q: _rows.Side, *, weight: float) -> tuple[Any, A
         return zero, zero
     if not (P.edges or Q.edges):
         # KL(P || M) = sum p (y - log1p(y)) with y = m / p - 1 (sum m = sum p): terms >= 0, no cancellation
-        (y_p, l_p), (y_q, l_q) = _js_tame_ratios(xp, P, Q, weight)
-        return _rows.row_sum(xp, P.p * (y_p - l_p)), _rows.row_sum(xp, Q.p * (y_q - l_q))
+        (_, _, e_p), (_, _, e_q) = _js_tame_ratios(xp, P, Q, weight)
+        return _rows.row_sum(xp, P.p * e_p), _rows.row_sum(xp, Q.p * e_q)
     return _js_guarded_sums(xp, P, Q, weight)  # KL(P || M), KL(Q || M)
 
 
@@ -351,6 +356,10 @@ def _skew_terms(xp, P: _rows.Side, Q: _rows.Side, alpha: float, rest: float | No
     rest q, rest = 1 - alpha unless given: see :func:`_log_mix`)."""
     rest = 1 - alpha if rest is None else rest
     r = _rows.log_ratio(xp, P, Q)
+    if not (P.edges or Q.edges) and _rows.compiling():  # tame, from arithmetic and log (see _js_tame_ratios)
+        y = rest * _rows.tame_expm1(xp, r, Q.p / P.p)
+        log_m_over_p, excess = _rows.tame_log1p(xp, y)
+        return P.p * excess, -P.p * log_m_over_p, 1 / (1 + y)
     y = rest * xp.expm1(r)  # m / p - 1
     if not (P.edges or Q.edges):  # tame: y is finite, and p a normal float
         log_m_over_p = xp.log1p(y)

@@ -2,8 +2,8 @@
 
 ``torch.compile`` (Inductor: C++/OpenMP on CPU, Triton on CUDA) fuses a kernel's stages (row max, sum of
 exponentials, the row form's sums and gradient) into loops that stay in cache. Compilation costs seconds, so it
-is used only where the work is large enough to repay it (``Config.compile == "auto"`` and at least
-``Config.compile_min_elements`` per call), and the rows are a dynamic dimension, so a training loop pays it
+is used only where the work is large enough to repay it (``Config.compile == "auto"``: at least
+``Config.compile_min_elements`` per call, or ``Config.compile_after_elements`` over a kernel's calls), and the rows are a dynamic dimension, so a training loop pays it
 once per (kernel, dtype, vocabulary, device) whatever its batch sizes and masks. A kernel whose compilation
 fails is remembered (that kernel only) and runs eagerly: the same function, so the same numbers.
 
@@ -31,11 +31,17 @@ from . import _config
 
 _cache: dict[Any, Callable] = {}
 _broken: set[Any] = set()  # kernel keys whose compilation failed
+_eager_work: dict[Any, int] = {}  # logits each kernel key has evaluated eagerly under "auto" (see wanted)
 _lock = threading.Lock()
 
 
-def wanted(elements: int, device: torch.device) -> bool:
-    """Whether a call of ``elements`` logits on ``device`` should use a compiled kernel under the config."""
+def wanted(elements: int, device: torch.device, key: Any = None) -> bool:
+    """Whether a call of ``elements`` logits on ``device`` should use a compiled kernel under the config.
+
+    Under ``compile="auto"``: a call of at least ``compile_min_elements`` does; so does a call of kernel ``key``
+    (of at least ``eager_chunk`` logits) once that kernel has evaluated ``compile_after_elements`` logits
+    eagerly, summed over its calls: a training loop's steps repay the compilation together, while a few calls
+    never pay for it. Smaller calls stay eager (their time is per-call overhead, which compiling does not cut)."""
     config = _config.get_config()
     if config.kernel == "eager" or device.type not in ("cpu", "cuda"):
         return False
@@ -43,7 +49,16 @@ def wanted(elements: int, device: torch.device) -> bool:
         return True
     if config.compile == "never":
         return False
-    return config.compile == "always" or elements >= config.compile_min_elements
+    if config.compile == "always" or elements >= config.compile_min_elements:
+        return True
+    if key is None or elements < config.eager_chunk:
+        return False
+    with _lock:
+        done = _eager_work.get(key, 0)
+        if done >= config.compile_after_elements:
+            return True
+        _eager_work[key] = done + elements
+    return False
 
 
 def _fresh(fn: Callable) -> Callable:

@@ -37,9 +37,13 @@ class Config:
 
     Attributes:
       compile: when the PyTorch kernels use ``torch.compile``: "auto" (calls with at least
-        ``compile_min_elements`` logits), "always" or "never". A compilation failure is remembered per kernel,
+        ``compile_min_elements`` logits, and kernels that have evaluated ``compile_after_elements``), "always"
+        or "never". A compilation failure is remembered per kernel,
         which then runs eagerly (same numbers, slower) with one warning.
       compile_min_elements: the size from which compilation pays for its seconds of compile time.
+      compile_after_elements: under "auto", a kernel called with fewer logits is compiled once it has evaluated
+        this many eagerly over its calls (calls of at least ``eager_chunk`` logits; 2**27 logits is about as
+        long eagerly as a compilation takes): a training loop's steps repay the compile, a few calls do not.
       kernel: which implementation the ``kldiv.nn`` losses run: "auto" (the Triton kernels for CUDA tensors where
         Triton is installed, else the compiled or eager kernels as ``compile`` says), "triton" (also for CPU
         tensors, which needs ``TRITON_INTERPRET=1``: how the test suite checks the GPU kernels), "compiled" or
@@ -65,6 +69,7 @@ class Config:
 
     compile: str = "auto"
     compile_min_elements: int = 1 << 22
+    compile_after_elements: int = 1 << 27
     kernel: str = "auto"
     threads: int = max(1, min(8, os.cpu_count() or 1))
     numpy_chunk: int = 1 << 18

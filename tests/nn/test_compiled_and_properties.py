@@ -159,3 +159,33 @@ def test_compiled_rows_that_are_not_tame_are_evaluated_again_with_the_guarded_fo
     finite = torch.isfinite(eager_g)
     assert torch.equal(finite, torch.isfinite(fast_g))
     torch.testing.assert_close(fast_g[finite], eager_g[finite], rtol=2e-5, atol=1e-7)
+
+
+def test_auto_compiles_a_kernel_once_its_calls_have_done_enough_work_eagerly():
+    # calls of 4 x 67 = 268 logits, below compile_min_elements: eager until the kernel has evaluated 804 logits
+    # (three calls), compiled from the fourth call on, with the same numbers; calls below eager_chunk stay eager
+    g = torch.Generator().manual_seed(3)
+    s, t = (3 * torch.randn(4, 67, generator=g, dtype=torch.float64) for _ in range(2))
+
+    def kernels(name):
+        return {k for k in _compile._cache if k[0] == "dense" and k[1].measure.name == name and 67 in k}
+
+    loss = kldiv.nn.DistillationLoss("tvd")
+    eager_v, eager_g = _value_and_grad(lambda x: loss(x, t), s)
+    before = kernels("tvd")
+    found = []
+    with kldiv.config_context(compile="auto", compile_after_elements=804, eager_chunk=256,
+                              compile_min_elements=1 << 30):
+        for _ in range(5):
+            found.append((*_value_and_grad(lambda x: loss(x, t), s), len(kernels("tvd") - before)))
+    assert [n for _, _, n in found] == [0, 0, 0, 1, 1]
+    assert not _compile._broken
+    for v, grad, _ in found:
+        torch.testing.assert_close(v, eager_v, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(grad, eager_g, rtol=1e-12, atol=1e-14)
+    before = kernels("js")
+    with kldiv.config_context(compile="auto", compile_after_elements=1, eager_chunk=512,
+                              compile_min_elements=1 << 30):
+        for _ in range(3):
+            kldiv.nn.DistillationLoss("js")(s, t)
+    assert kernels("js") == before

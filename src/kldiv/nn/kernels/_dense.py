@@ -210,9 +210,9 @@ def run_chunks(
     config = _config.get_config()
     inv_t = torch.tensor(1.0 / temperature, dtype=dtype, device=device)
     scale = torch.as_tensor(grad_scale, dtype=dtype, device=device)
-    compile_it = compilable and _compile.wanted(n_sel * width, device)
-    step = max(2, (config.compiled_chunk if compile_it else config.eager_chunk) // width)
     key = (*key, *(x.dtype for x in inputs), *(x.shape[1] for x in inputs), dtype, device.type)
+    compile_it = compilable and _compile.wanted(n_sel * width, device, key)
+    step = max(2, (config.compiled_chunk if compile_it else config.eager_chunk) // width)
     eager = make()
     buffers = None  # chunk-sized copies of the inputs and the gradient, for selected rows
     redo: list[torch.Tensor] = []  # rows a compiled chunk did not evaluate exactly

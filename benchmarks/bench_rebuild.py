@@ -237,9 +237,21 @@ def area_nn_small(args, run):
                 s, t = logits(n, v, 1)
                 loss = kldiv.nn.DistillationLoss(divergence)
                 row.notes.append(agree(loss(s, t), naive_loss(s, t, divergence)))
-                first, row.kldiv, _ = best_of(train_step(loss, s, t), repeats)
+                with kldiv.config_context(compile="never"):
+                    _, row.extra["kldiv_eager_s"], _ = best_of(train_step(loss, s, t), repeats)
+                # a training loop's steady state: the steps a kernel below compile_min_elements runs eagerly
+                # before "auto" compiles it (compile_after_elements), then the timed runs
+                step, config = train_step(loss, s, t), kldiv.get_config()
+                start = time.perf_counter()
+                for _ in range(math.ceil(config.compile_after_elements / (n * v)) if n * v >= config.eager_chunk
+                               else 0):
+                    step()
+                row.extra["kldiv_steps_before_compiled_s"] = time.perf_counter() - start
+                first, row.kldiv, _ = best_of(step, repeats)
                 _, row.anchor, _ = best_of(train_step(naive_loss, s, t, divergence), repeats)
                 row.extra["kldiv_first_call_s"] = first
+                eager = row.extra["kldiv_eager_s"]
+                row.notes.append(f"eager kernel (compile='never') {eager * 1e3:.3g} ms, {eager / row.anchor:.2f}x naive")
                 row.floor, row.floor_text = bandwidth_floor(3 * n * v * 4, n, v)
 
             run(Row("nn_small", f"DistillationLoss('{divergence}') fwd+bwd ({n}, {v}) f32 vs naive eager",

@@ -8,11 +8,13 @@ once per (kernel, dtype, vocabulary, device) whatever its batch sizes and masks.
 fails is remembered (that kernel only) and runs eagerly: the same function, so the same numbers.
 
 On CPU, Inductor can run every pass over a row inside one parallel loop over rows, keeping the row's
-exponentials in a row-sized local buffer ("outer loop fusion"): the row is read from memory once. Two things
+exponentials in a row-sized local buffer ("outer loop fusion"): the row is read from memory once. Three things
 prevent that and are avoided by the callers: an output computed pointwise from row sums (such as ``0.5 * sum``
 or ``where(bad, nan, value)``), which Inductor vectorises across rows in a separate loop, so kernels return
-row reductions only and the row form's ``finish`` runs eagerly on (rows,) vectors; and a static row count
-below V / 300, where Inductor parallelises each pass on its own (with dynamic rows it does not). Measured at
+row reductions only and the row form's ``finish`` runs eagerly on (rows,) vectors; a row value holding a log
+(or exp, log1p, tanh) broadcast over the row, which Inductor stores in such a loop of its own rather than
+recompute it per entry (see :func:`kldiv._rows.log_ratio`); and a static row count below V / 300, where
+Inductor parallelises each pass on its own (with dynamic rows it does not). Measured at
 (4096, 32000) float32 on 2 cores: one loop 0.19-0.23 s for KL's forward and gradient, against 0.45 s for five
 separate parallel passes.
 """

@@ -7,6 +7,7 @@ vocabulary blocks.
    arithmetic only (Triton has no expm1 or log1p of its own): e^r - 1 - r as :func:`kldiv._rows.excess`
    computes it for compiled code, and y - log(1 + y) by the same construction.
 3. With a gradient: the row form's ``grad`` in the student's logits, times the loss's scale, stored in place.
+   Forward KL's (q - p, the student second) needs no row sum and is stored during pass 2: two passes.
 
 Every edge is decided per entry inside the kernel (selects cost nothing on a GPU): impossible outcomes on either
 side or both, probabilities that underflow, log-ratios where e^r would overflow; NaN or +inf logits give a NaN
@@ -108,6 +109,7 @@ def run_dense(
         _kernel(_interpreting())[(count,)](
             p, q, p.stride(0), q.stride(0), selected, grad, grad.stride(0), out, v, 1.0 / temperature, scale, w,
             MEASURE=kind, STUDENT=0 if student_first else 1, GRAD=grad_out is not None, BLOCK=block,
+            EARLY_GRAD=grad_out is not None and kind == 0 and not student_first,
         )
     k = _SUMS[kind]
     sums = tuple(out[:, j].double() for j in range(k))

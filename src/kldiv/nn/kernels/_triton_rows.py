@@ -81,9 +81,11 @@ def mix(p, q, r, c):
 def dense(
     p_ptr, q_ptr, p_stride, q_stride, rows_ptr, g_ptr, g_stride, out_ptr, V, inv_t, scale_ptr, w,
     MEASURE: tl.constexpr, STUDENT: tl.constexpr, GRAD: tl.constexpr, BLOCK: tl.constexpr,
+    EARLY_GRAD: tl.constexpr,
 ):
     # P and Q are the measure's two arguments; STUDENT (0 or 1) says which one is the student. MEASURE: 0 KL,
-    # 1 JS with weight w on P, 2 skew KL with alpha w, 3 TVD
+    # 1 JS with weight w on P, 2 skew KL with alpha w, 3 TVD. EARLY_GRAD: the gradient needs no row sum (KL in
+    # the student as Q: q - p) and is stored in pass 2, so there is no pass 3 (two reads of the row, not three)
     pid = tl.program_id(0)
     row = tl.load(rows_ptr + pid)
     p_row, q_row = p_ptr + row * p_stride, q_ptr + row * q_stride
@@ -109,10 +111,14 @@ def dense(
     s0 = tl.full([], 0.0, tl.float32)
     s1 = tl.full([], 0.0, tl.float32)
     s2 = tl.full([], 0.0, tl.float32)
+    factor = tl.load(scale_ptr) * inv_t
+    g_row = g_ptr + row * g_stride
     for start in range(0, V, BLOCK):  # pass 2: the row form's sums
         offs, mask, p, q, r, zero_p, zero_q = block(p_row, q_row, start + cols, V, inv_t, m_p, m_q, z_p, z_q, shift)
         if MEASURE == 0:
             s0 += tl.sum(tl.where(mask, kl_term(p, q, r, zero_p, zero_q), 0.0), 0)
+            if EARLY_GRAD:
+                tl.store(g_row + offs, ((q - p) * factor).to(g_ptr.dtype.element_ty), mask=mask)
         elif MEASURE == 1:
             term_p, _ = mix(p, q, r, 1.0 - w)
             term_q, _ = mix(q, p, -r, w)
@@ -134,9 +140,7 @@ def dense(
     tl.store(out + 2, s2)
     tl.store(out + 3, z_p)
     tl.store(out + 4, z_q)
-    if GRAD:
-        factor = tl.load(scale_ptr) * inv_t
-        g_row = g_ptr + row * g_stride
+    if GRAD and not EARLY_GRAD:
         for start in range(0, V, BLOCK):  # pass 3: the row form's gradient in the student's logits
             offs, mask, p, q, r, zero_p, zero_q = block(p_row, q_row, start + cols, V, inv_t, m_p, m_q, z_p, z_q,
                                                         shift)

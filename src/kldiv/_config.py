@@ -59,7 +59,9 @@ class Config:
         stays in L2 between the kernel's operations.
       compiled_chunk: elements per call of a compiled ``kldiv.nn`` kernel; its rows stay in cache whatever the
         chunk (one loop per row), and fewer, larger calls measured faster.
-      fused_chunk: logits per chunk of the fused linear loss (2**23: 32 MiB in float32).
+      fused_chunk: logits per chunk of the fused linear loss on CPU (2**23: 32 MiB in float32).
+      fused_device_chunk: logits per chunk of the fused linear loss on CUDA (2**27: 512 MiB per float32 buffer),
+        rounded down to whole 128-row tiles: large enough that the chunk's matmuls run at the tensor cores' rate.
       compare_cpu_block, compare_device_block: elements per row block of ``kldiv.compare``'s eager path.
       pairwise_block: elements per block of broadcast pairs in ``kldiv.pairwise``.
       huge_page_min_bytes: CPU gradient buffers from this size up are allocated in transparent huge pages.
@@ -78,6 +80,7 @@ class Config:
     eager_chunk: int = 1 << 18
     compiled_chunk: int = 1 << 23
     fused_chunk: int = 1 << 23
+    fused_device_chunk: int = 1 << 27
     compare_cpu_block: int = 1 << 18
     compare_device_block: int = 1 << 24
     pairwise_block: int = 1 << 20

@@ -234,3 +234,35 @@ def test_mixed_dtypes_without_autocast_compute_in_the_widest_and_return_each_ten
     torch.testing.assert_close(loss, want, rtol=1e-12, atol=0)
     torch.testing.assert_close(weight.grad, w.grad, rtol=1e-10, atol=1e-14)
     torch.testing.assert_close(hidden.grad, h.grad.bfloat16())
+
+
+@pytest.mark.parametrize("n", [1, 2, 65536])
+def test_any_number_of_rows_from_1_to_65536_equals_the_float64_oracle_in_many_chunks(n):
+    # chunks of 4096 rows (fused_chunk 16 * 4096 at V = 16): 65536 rows run 16 chunks, 1 and 2 rows one
+    g = torch.Generator().manual_seed(n)
+    h, w = torch.randn(n, 8, generator=g), torch.randn(16, 8, generator=g)
+    th, tw = torch.randn(n, 4, generator=g), torch.randn(16, 4, generator=g)
+    labels = torch.randint(0, 16, (n,), generator=g)
+    labels[::3] = -100
+    with kldiv.config_context(fused_chunk=16 * 4096):
+        value, (gh, gw) = _grads(lambda a, b: FusedLinearDistillationLoss("kl")(a, b, th, tw, labels), h, w)
+
+    def oracle(a, b):
+        return ref.loss(a.double() @ b.double().T, th.double() @ tw.double().T, labels, divergence="kl")
+
+    want, (wh, ww) = _grads(oracle, h, w)
+    _close(value.double(), want, rtol=2e-6, atol=1e-7)
+    _close(gh.double(), wh.double(), rtol=1e-4, atol=1e-8)
+    _close(gw.double(), ww.double(), rtol=1e-4, atol=1e-7)
+
+
+def test_fused_chunk_rows_come_from_the_vocabulary_and_the_device():
+    from kldiv.nn.kernels._fused import chunk_rows
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
+    assert chunk_rows(32000, cpu) == kldiv.get_config().fused_chunk // 32000
+    assert chunk_rows(128256, cuda) == 1024  # 2**27 // 128256 = 1046, whole 128-row tiles
+    assert chunk_rows(32000, cuda) == 4096
+    assert chunk_rows(1 << 20, cuda) == 128 and chunk_rows(1 << 22, cuda) == 32 and chunk_rows(1 << 30, cuda) == 2
+    with kldiv.config_context(fused_device_chunk=1 << 20):
+        assert chunk_rows(1024, cuda) == 1024

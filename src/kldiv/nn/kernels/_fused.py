@@ -4,7 +4,8 @@ For each chunk of rows: ``z = h W^T + b`` (student), the teacher's logits likewi
 value and d/dz from the dense or top-k kernel, optionally plus the cross-entropy on the labels (the core
 ``CROSS_ENTROPY`` measure against the one-hot label), then ``dh = dz W``, ``dW += dz^T h``, ``db += sum dz``
 accumulated in ``accum_dtype``. Only the chunk's logits and their gradient exist at any time; a chunk holds
-``Config.fused_chunk`` logits.
+``Config.fused_chunk`` logits on CPU and ``Config.fused_device_chunk`` on CUDA (see :func:`chunk_rows`). On
+CUDA nothing in the loop waits for the device: the Triton kernel reads the loss's scale from device memory.
 """
 
 from __future__ import annotations
@@ -35,6 +36,18 @@ def label_cross_entropy(z: torch.Tensor, labels: torch.Tensor, scale: Any,
         log_onehot = spare.scatter_(1, at, 0.0)[:, : z.shape[1]]
     value, (g,) = _rows.evaluate(CROSS_ENTROPY.rows, xp, (log_onehot, z), {}, (1,), shards)
     return value.to(z.dtype), g * scale
+
+
+def chunk_rows(width: int, device: torch.device) -> int:
+    """Rows per chunk of the fused loss for a vocabulary of ``width``: ``Config.fused_chunk`` logits on CPU
+    (the chunk's buffers stay in the last-level cache), ``Config.fused_device_chunk`` on CUDA rounded down to a
+    multiple of 128 rows (whole tensor-core tiles for the chunk's matmuls; 1024 rows at V = 128256, where the
+    chunk's three float32 (rows, V) buffers take 1.6 GB), at least 2 rows."""
+    config = _config.get_config()
+    if device.type != "cuda":
+        return max(2, config.fused_chunk // width)
+    rows = config.fused_device_chunk // width
+    return max(2, rows - rows % 128 if rows >= 128 else rows)
 
 
 def run_fused(
@@ -68,8 +81,8 @@ def run_fused(
     n, v = hidden.shape[0], weight.shape[0]
     work = torch.float64 if torch.float64 in (hidden.dtype, weight.dtype, accum_dtype) else torch.float32
     accum_dtype = torch.promote_types(accum_dtype, weight.dtype)  # never accumulate below the weight's precision
-    step = max(2, _config.get_config().fused_chunk // (v if shards is None else shards.width))
     device = hidden.device
+    step = chunk_rows(v if shards is None else shards.width, device)
     soft_values = torch.zeros(n, dtype=work, device=device)
     hard_values = torch.zeros(n, dtype=work, device=device)
     grads = None

@@ -150,3 +150,22 @@ def test_a_bad_environment_default_is_a_one_line_error_naming_the_variable(monke
         kldiv.get_config()
     monkeypatch.delenv(variable)
     assert kldiv.get_config().kernel == "auto"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_fused_linear_bf16_gradients_within_1e2_of_float64_in_several_chunks():
+    from kldiv.nn import FusedLinearDistillationLoss
+
+    g = torch.Generator().manual_seed(7)
+    h, w = torch.randn(300, 64, generator=g) / 8, torch.randn(2048, 64, generator=g)
+    th, tw = torch.randn(300, 32, generator=g) / 6, torch.randn(2048, 32, generator=g)
+    x, y = h.double().requires_grad_(True), w.double().requires_grad_(True)
+    want = ref.loss(x @ y.T, (th @ tw.T).double(), divergence="js")
+    want.backward()
+    hc, wc = h.cuda().bfloat16().requires_grad_(True), w.cuda().bfloat16().requires_grad_(True)
+    with kldiv.config_context(fused_device_chunk=128 * 2048):  # 128-row chunks: three of them
+        got = FusedLinearDistillationLoss("js")(hc, wc, th.cuda().bfloat16(), tw.cuda().bfloat16())
+        got.backward()
+    assert abs(float(got) - float(want)) <= 1e-2 * float(want)
+    for mine, exact in ((hc.grad, x.grad), (wc.grad, y.grad)):
+        assert float((mine.double().cpu() - exact).norm() / exact.norm()) <= 1e-2

@@ -38,6 +38,26 @@ def label_cross_entropy(z: torch.Tensor, labels: torch.Tensor, scale: Any,
     return value.to(z.dtype), g * scale
 
 
+_NO_OUT_DTYPE: set[tuple[Any, ...]] = set()  # (device type, dtype, accumulator dtype) where out_dtype failed
+
+
+def accumulate_product(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> None:
+    """``out += a @ b`` with ``out`` the accumulator (float32 or float64). On CUDA with a half-precision
+    ``dtype`` the product runs on the tensor cores in ``dtype`` with a float32 result (cuBLAS's out_dtype): the
+    chunk's contribution is not rounded to half precision, and the matmul is not a float32 one. Elsewhere (or
+    where that form is refused) both factors are converted to the accumulator's dtype."""
+    key = (out.device.type, dtype, out.dtype)
+    if out.device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and out.dtype == torch.float32 and (
+        key not in _NO_OUT_DTYPE
+    ):
+        try:
+            torch.addmm(out, a.to(dtype), b.to(dtype), out_dtype=out.dtype, out=out)
+            return
+        except (RuntimeError, TypeError):  # an older or different backend: the float32 product below
+            _NO_OUT_DTYPE.add(key)
+    out.addmm_(a.to(out.dtype), b.to(out.dtype))
+
+
 def chunk_rows(width: int, device: torch.device) -> int:
     """Rows per chunk of the fused loss for a vocabulary of ``width``: ``Config.fused_chunk`` logits on CPU
     (the chunk's buffers stay in the last-level cache), ``Config.fused_device_chunk`` on CUDA rounded down to a
@@ -115,7 +135,7 @@ def run_fused(
         if need_grad:
             grad_h, grad_w, grad_b = grads
             grad_h[lo:hi] = g.to(weight.dtype) @ weight
-            grad_w.addmm_(g.t().to(accum_dtype), h.to(accum_dtype))
+            accumulate_product(grad_w, g.t(), h, weight.dtype)
             if grad_b is not None:
                 grad_b += g.sum(0, dtype=accum_dtype)
     if need_grad and shards is not None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 
 import numpy as np
 import pytest
-from compare_reference import se  # noqa: E402,I001
+from compare_reference import rechecksum, se  # noqa: E402,I001
 
 from kldiv.compare import FORMATS, Comparison, CorruptFileError, compare_files, save_reference
 
@@ -150,16 +149,6 @@ def test_truncated_safetensors_and_npy_name_the_file_and_offset(tmp_path):
     (tmp_path / "cut.npy").write_bytes((tmp_path / "a.npy").read_bytes()[:1000])
     with pytest.raises(CorruptFileError, match=r"cut.npy: byte offset 1000: the file ends at byte 1000 .* truncated"):
         compare_files(path, tmp_path / "cut.npy")
-
-
-def rechecksum(path):
-    """Give a kldiv file whose bytes were edited a valid checksum again (what a buggy writer would produce), so
-    that the checks behind the checksum are what a test sees."""
-    data = bytearray(path.read_bytes())
-    at = data.index(b'"checksum":"') + len(b'"checksum":"')
-    data[at:at + 64] = b"0" * 64
-    data[at:at + 64] = hashlib.sha256(bytes(data)).hexdigest().encode()
-    path.write_bytes(bytes(data))
 
 
 def tensor_offset(data, name):

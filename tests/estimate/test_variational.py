@@ -7,6 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from oracles import gaussian_js  # noqa: E402
+
 from kldiv.distributions import kl as closed_form_kl  # noqa: E402
 from kldiv.estimate import Estimate, variational  # noqa: E402
 
@@ -14,19 +16,6 @@ from kldiv.estimate import Estimate, variational  # noqa: E402
 def normal_pair(n, d=1, distance=1.0, seed=0):
     rng = np.random.default_rng(seed)
     return rng.normal(size=(n, d)), rng.normal(size=(n, d)) + distance / math.sqrt(d)
-
-
-def gaussian_js(distance):
-    """JS between N(0, I) and N(distance·u, I) (depends only on the distance): 1-D quadrature to ~1e-11."""
-    from scipy import integrate, stats
-
-    p, q = stats.norm(0, 1).pdf, stats.norm(distance, 1).pdf
-
-    def integrand(z):
-        m = (p(z) + q(z)) / 2
-        return 0.5 * (p(z) * math.log(p(z) / m) + q(z) * math.log(q(z) / m))
-
-    return integrate.quad(integrand, -30, 30 + distance, epsabs=1e-13, limit=200)[0]
 
 
 @pytest.mark.parametrize("bound", ["dv", "nwj"])

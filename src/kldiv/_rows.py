@@ -176,40 +176,27 @@ def bounds(*sides: Side) -> tuple[Any, ...] | None:
     return found or None
 
 
+def _series(table: dict[int, tuple[float, ...]], x: Any) -> Any:
+    """The polynomial ``table[item size]`` (coefficients highest first) at ``x``, by Horner's rule."""
+    coefficients = table[8 if x.dtype.itemsize >= 8 else 4]
+    h = coefficients[0]
+    for coefficient in coefficients[1:]:
+        h = h * x + coefficient
+    return h
+
+
 # e^r - 1 - r = r^2 sum_k r^k / (k + 2)!, highest coefficient first, truncated (for |r| <= 1/2) after r^8 / 8!
 # for float32 (relative error under 4e-8) and after r^16 / 16! for float64 (under 1e-17), by item size
 _EXCESS_SERIES = {size: tuple(1.0 / math.factorial(k + 2) for k in range(last, -1, -1)) for size, last in ((4, 6), (8, 14))}
 
 
-def excess(xp: Any, r: Any) -> Any:
-    """``e^r - 1 - r`` for finite r with no overflow of e^r, exact to float32 rounding from exp and arithmetic
-    alone: the series on r clamped to [-1/2, 1/2], plus ``(e^r - e^c) - (r - c)`` for the clamped c, which is
-    exactly 0 where r = c and has no cancellation beyond (where the value is at least e^-1/2 - 1/2). Compiled
-    code uses it: Inductor's expm1 is exact only to ~1e-7 absolute near 0 (1e-5 relative error in KL of
-    near-identical rows through expm1(r) - r) and, with log1p, is not vectorised (5x slower)."""
-    c = xp.clip(r, min=-0.5, max=0.5)
-    series = _EXCESS_SERIES[8 if r.dtype.itemsize >= 8 else 4]
-    h = series[0]
-    for coefficient in series[1:]:
-        h = h * c + coefficient
-    return c * c * h + ((xp.exp(r) - xp.exp(c)) - (r - c))
-
-
-# y - log1p(y) = y^2 sum_k (-y)^k / (k + 2), highest coefficient first, truncated (for |y| <= 1/8) after y^9 for
-# float32 (relative error under 2e-8) and after y^20 for float64 (under 1e-17), by item size
-_LOG1P_SERIES = {size: tuple((-1.0) ** k / (k + 2) for k in range(last, -1, -1)) for size, last in ((4, 7), (8, 18))}
-
-
 def weighted_excess(xp: Any, r: Any, p: Any, q: Any) -> Any:
-    """``p (e^r - 1 - r)`` for ``q = p e^r`` (two normal floats and their finite log-ratio): the series of
-    :func:`excess` on |r| <= 1/2 and ``q - p (1 + r)`` beyond, where the value is at least 0.1 p, so that no exp
-    is needed (compiled code: one select against two exps and their cancellation in :func:`excess`)."""
+    """``p (e^r - 1 - r)`` for ``q = p e^r`` (two normal floats and their finite log-ratio), from arithmetic
+    only: the series on |r| <= 1/2, where ``q - p (1 + r)`` would cancel, and that difference beyond, where the
+    value is at least 0.1 p. Compiled code uses it: Inductor's expm1 is exact only to ~1e-7 absolute near 0 and,
+    with log1p, is a scalar loop on CPU; this needs no exp either."""
     c = xp.clip(r, min=-0.5, max=0.5)
-    series = _EXCESS_SERIES[8 if r.dtype.itemsize >= 8 else 4]
-    h = series[0]
-    for coefficient in series[1:]:
-        h = h * c + coefficient
-    return xp.where(xp.abs(r) <= 0.5, p * (c * c * h), q - p * (1 + r))
+    return xp.where(xp.abs(r) <= 0.5, p * (c * c * _series(_EXCESS_SERIES, c)), q - p * (1 + r))
 
 
 # e^r - 1 = r sum_k r^k / (k + 1)!, highest coefficient first, truncated (for |r| <= 1/2) after r^9 / 9! for
@@ -217,23 +204,18 @@ def weighted_excess(xp: Any, r: Any, p: Any, q: Any) -> Any:
 _EXPM1_SERIES = {size: tuple(1.0 / math.factorial(k + 1) for k in range(last, -1, -1)) for size, last in ((4, 8), (8, 16))}
 
 
-def _horner(xp: Any, coefficients: tuple[float, ...], x: Any) -> Any:
-    h = coefficients[0]
-    for coefficient in coefficients[1:]:
-        h = h * x + coefficient
-    return h
-
-
 def tame_expm1(xp: Any, r: Any, ratio: Any) -> Any:
     """``e^r - 1`` for finite r, given ``ratio`` = e^r to rounding (such as q / p of two normal floats), from
     arithmetic only: the series on |r| <= 1/2 (exact where ratio - 1 would cancel) and ratio - 1 beyond, where
     it is at least 0.39 in magnitude. Compiled code uses it: Inductor's expm1 and log1p are scalar loops on CPU."""
     c = xp.clip(r, min=-0.5, max=0.5)
-    return xp.where(xp.abs(r) <= 0.5, c * _horner(xp, _EXPM1_SERIES[8 if r.dtype.itemsize >= 8 else 4], c), ratio - 1)
+    return xp.where(xp.abs(r) <= 0.5, c * _series(_EXPM1_SERIES, c), ratio - 1)
 
 
-# y - log1p(y) on |y| <= 1/4 for tame_log1p: as _LOG1P_SERIES, truncated after y^14 (float32, relative error
-# under 3e-9) and after y^28 (float64, under 4e-18)
+# y - log1p(y) = y^2 sum_k (-y)^k / (k + 2), highest coefficient first, truncated (for |y| <= 1/8) after y^9 for
+# float32 (relative error under 2e-8) and after y^20 for float64 (under 1e-17), by item size; on |y| <= 1/4 (for
+# tame_log1p) after y^14 (float32, under 3e-9) and after y^28 (float64, under 4e-18)
+_LOG1P_SERIES = {size: tuple((-1.0) ** k / (k + 2) for k in range(last, -1, -1)) for size, last in ((4, 7), (8, 18))}
 _LOG1P_WIDE_SERIES = {size: tuple((-1.0) ** k / (k + 2) for k in range(last, -1, -1)) for size, last in ((4, 12), (8, 26))}
 
 
@@ -242,7 +224,7 @@ def tame_log1p(xp: Any, y: Any) -> tuple[Any, Any]:
     :func:`tame_expm1`): the series of ``y - log1p(y)`` on |y| <= 1/4, and ``log(1 + y)`` beyond, where 1 + y
     is at least 1/4 away from 1 (2e-6 relative error at worst in y - log1p(y) there, at |y| = 1/4)."""
     small = xp.clip(y, min=-0.25, max=0.25)
-    series = small * small * _horner(xp, _LOG1P_WIDE_SERIES[8 if y.dtype.itemsize >= 8 else 4], small)
+    series = small * small * _series(_LOG1P_WIDE_SERIES, small)
     log = xp.log(1 + y)
     near = xp.abs(y) <= 0.25
     return xp.where(near, y - series, log), xp.where(near, series, y - log)
@@ -252,11 +234,7 @@ def log1p_excess(xp: Any, y: Any) -> Any:
     """``y - log1p(y)`` for y >= -1, exact to rounding: the series for |y| <= 1/8, where the difference of y and
     its log1p would keep only |y| / 2 of the digits (it is ~y^2 / 2), and the difference beyond."""
     small = xp.clip(y, min=-0.125, max=0.125)
-    series = _LOG1P_SERIES[8 if y.dtype.itemsize >= 8 else 4]
-    h = series[0]
-    for coefficient in series[1:]:
-        h = h * small + coefficient
-    return xp.where(xp.abs(y) <= 0.125, small * small * h, y - xp.log1p(y))
+    return xp.where(xp.abs(y) <= 0.125, small * small * _series(_LOG1P_SERIES, small), y - xp.log1p(y))
 
 
 def tame_rows(found: tuple[Any, ...] | None) -> Any:

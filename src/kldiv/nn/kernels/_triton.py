@@ -4,8 +4,9 @@ vocabulary blocks.
 1. The row max and sum of exponentials of both sides, online (the running sum rescaled as the max grows).
 2. The measure's row sums (:class:`kldiv._rows.RowForm` ``sums``: the same quantities, so the row form's own
    ``finish`` turns them into values), as non-negative terms without cancellation, written with exp, log and
-   arithmetic only (Triton has no expm1 or log1p of its own): e^r - 1 - r as :func:`kldiv._rows.excess`
-   computes it for compiled code, and y - log(1 + y) by the same construction.
+   arithmetic only (Triton has no expm1 or log1p of its own): e^r - 1 - r as the series of
+   :func:`kldiv._rows.weighted_excess` on r clamped to [-1/2, 1/2] plus ``(e^r - e^c) - (r - c)``, exactly 0
+   inside the clamp, and y - log(1 + y) by the same construction.
 3. With a gradient: the row form's ``grad`` in the student's logits, times the loss's scale, stored in place.
    Forward KL's (q - p, the student second) needs no row sum and is stored during pass 2: two passes.
 

@@ -7,7 +7,8 @@ import triton.language as tl
 
 @triton.jit
 def excess(r):
-    # e^r - 1 - r (kldiv._rows.excess, float32 series)
+    # e^r - 1 - r: the float32 series of kldiv._rows.weighted_excess on r clamped to [-1/2, 1/2], plus the
+    # difference of the direct formula at r and at the clamp, exactly 0 inside it
     c = tl.minimum(tl.maximum(r, -0.5), 0.5)
     h = 1.0 / 40320.0
     h = h * c + 1.0 / 5040.0
@@ -22,7 +23,7 @@ def excess(r):
 @triton.jit
 def excess_log(y):
     # y - log(1 + y) for y > -1: the series on y clamped to [-1/4, 1/4] (relative error under 4e-8), plus the
-    # difference of the direct formula at y and at the clamp, exactly 0 inside it (as kldiv._rows.excess)
+    # difference of the direct formula at y and at the clamp, exactly 0 inside it (as excess above)
     c = tl.minimum(tl.maximum(y, -0.25), 0.25)
     h = 1.0 / 12.0
     h = h * c - 1.0 / 11.0

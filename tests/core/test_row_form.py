@@ -161,3 +161,36 @@ def test_a_row_wider_than_the_tame_span_takes_the_guarded_formulas():
         value = _rows.evaluate(measure.rows, torch_xp, (a, b), params)[0]
         want = reference(torch_xp, measure, (a, b), params)[0]
         np.testing.assert_allclose(value.numpy(), want.numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_compiled_forms_arithmetic_series_equal_expm1_and_log1p_to_50_digits(dtype):
+    # the select-free forms compiled kernels use, on both sides of their series' range, against 50-digit mpmath
+    # values of the same rounded inputs; within a few ulps of the exact result
+    mpmath = pytest.importorskip("mpmath")
+    from kldiv import _rows
+
+    mpmath.mp.dps = 50
+    eps = float(np.finfo(dtype).eps)
+
+    def exact(fn, x):
+        return np.array([float(fn(mpmath.mpf(float(v)))) for v in x])
+
+    r = np.concatenate([np.linspace(-20, 20, 801), np.geomspace(1e-12, 0.6, 200), -np.geomspace(1e-12, 0.6, 200)])
+    r = r.astype(dtype)
+    p = np.full_like(r, 0.25)
+    q = (0.25 * exact(mpmath.exp, r)).astype(dtype)  # q = p e^r, rounded once
+    got = _rows.tame_expm1(np, r, q / p)
+    np.testing.assert_allclose(got, exact(mpmath.expm1, r), rtol=8 * eps, atol=0)
+    # q's rounding, times e^r / (e^r - 1 - r) <= 11 beyond |r| = 1/2
+    got = _rows.weighted_excess(np, r, p, q)
+    np.testing.assert_allclose(got, 0.25 * exact(lambda x: mpmath.expm1(x) - x, r), rtol=40 * eps, atol=0)
+    y = np.concatenate([np.linspace(-0.99, 20, 801), np.geomspace(1e-12, 0.3, 200), -np.geomspace(1e-12, 0.3, 200)])
+    y = y.astype(dtype)
+    log, rest = _rows.tame_log1p(np, y)
+    np.testing.assert_allclose(log, exact(mpmath.log1p, y), rtol=8 * eps, atol=0)
+    # y - log1p(y): from its series on |y| <= 1/4, to rounding; beyond, from log(1 + y), 2e-6 relative at worst
+    # in float32, at the boundary
+    want, near = exact(lambda x: x - mpmath.log1p(x), y), np.abs(y) <= 0.25
+    np.testing.assert_allclose(rest[near], want[near], rtol=4 * eps, atol=0)
+    np.testing.assert_allclose(rest[~near], want[~near], rtol=2.5e-6 if dtype == np.float32 else 2e-14, atol=0)

@@ -55,6 +55,9 @@ class Config:
       array_chunk: elements per chunk for other array libraries (torch, JAX, CuPy) in the core API.
       numpy_small: plain NumPy inputs of at most this many values per input take the core API's short path
         (the same checks and formulas without the chunking machinery: 25 us instead of 74 us for two 3-vectors).
+      nn_small: dense ``kldiv.nn`` losses on CPU tensors of at most this many logits per side take the small path
+        (under kernel "auto" or "eager", compile not "always"): the row form on both sides at once in float64
+        NumPy, where each operation costs a third of a tensor operation's overhead.
       eager_chunk: elements per chunk of the eager ``kldiv.nn`` kernels; 2**18 float32 (1 MiB) per temporary
         stays in L2 between the kernel's operations.
       compiled_chunk: elements per call of a compiled ``kldiv.nn`` kernel; its rows stay in cache whatever the
@@ -78,6 +81,7 @@ class Config:
     array_chunk: int = 1 << 22
     numpy_small: int = 4096
     eager_chunk: int = 1 << 18
+    nn_small: int = 1 << 12
     compiled_chunk: int = 1 << 23
     fused_chunk: int = 1 << 23
     fused_device_chunk: int = 1 << 27

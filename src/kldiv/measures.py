@@ -114,7 +114,7 @@ def _entropy_finish(xp, sums, log_z) -> Any:
 def _entropy_grad(xp, sides, sums, i) -> Any:
     # -p (log p + H) = -p (x - sum p x): the row constant log z cancels
     (P,) = sides
-    return _zero_where_impossible(xp, P, P.p * (xp.astype(sums[0], P.x.dtype)[..., None] - P.x))
+    return _zero_where_impossible(xp, P, P.p * (_rows.cast(xp, sums[0], P.x.dtype)[..., None] - P.x))
 
 
 ENTROPY = Measure("entropy", _entropy_value, _entropy_vjp, _rows.RowForm(_entropy_sums, _entropy_finish, _entropy_grad))
@@ -156,7 +156,7 @@ def _cross_entropy_grad(xp, sides, sums, i) -> Any:
     if i == 1:
         return Q.p - P.p
     # -p (log q + H) = p (sum p y - y): inf where q_i = 0 < p_i, -inf elsewhere on P's support when H = inf
-    g = _zero_where_impossible(xp, P, P.p * (xp.astype(sums[0], P.x.dtype)[..., None] - Q.x))
+    g = _zero_where_impossible(xp, P, P.p * (_rows.cast(xp, sums[0], P.x.dtype)[..., None] - Q.x))
     return _infinite_where_missing(xp, P, Q, g, 1.0) if Q.edges else g
 
 
@@ -206,7 +206,7 @@ def _kl_terms(xp, P: _rows.Side, Q: _rows.Side) -> tuple[Any, Any]:
     the term is q: sum p e^r covers P's support only, so KL = sum_{p > 0} p (e^r - 1 - r) + sum_{p = 0} q."""
     r = _rows.log_ratio(xp, P, Q)
     if not (P.edges or Q.edges):  # tame sides: p is a normal float and e^r finite, no select is needed
-        if _rows.compiling():
+        if _rows.compiling(r):
             return _rows.weighted_excess(xp, r, P.p, Q.p), r
         # NumPy's float32 expm1 is 0.5 ulp too large on average, which expm1(r) - r turns into 2.5e-6 relative
         # error on near-identical rows: it is taken in float64 there (3e-8)
@@ -236,7 +236,7 @@ def _kl_grad(xp, sides, sums, i) -> Any:
         return Q.p - P.p
     # p (log p - log q - KL) = -p (r + KL)
     r = _rows.log_ratio(xp, P, Q)
-    g = _zero_where_impossible(xp, P, -P.p * (r + xp.astype(sums[0], P.x.dtype)[..., None]))
+    g = _zero_where_impossible(xp, P, -P.p * (r + _rows.cast(xp, sums[0], P.x.dtype)[..., None]))
     return xp.where((Q.x == -INF) & (P.x > -INF), INF, g) if Q.edges else g
 
 
@@ -285,7 +285,7 @@ def _js_tame_ratios(xp, P: _rows.Side, Q: _rows.Side, weight: float) -> tuple[tu
     y = m / q - 1 per entry, select-free eagerly: expm1 of r = log(q / p) is finite there, and 1 + y >= weight
     > 0. Compiled: from arithmetic and log (:func:`kldiv._rows.tame_expm1`, :func:`kldiv._rows.tame_log1p`)."""
     r = _rows.log_ratio(xp, P, Q)
-    if _rows.compiling():
+    if _rows.compiling(r):
         y_p, y_q = (1 - weight) * _rows.tame_expm1(xp, r, Q.p / P.p), weight * _rows.tame_expm1(xp, -r, P.p / Q.p)
         return (y_p, *_rows.tame_log1p(xp, y_p)), (y_q, *_rows.tame_log1p(xp, y_q))
     y_p, y_q = (1 - weight) * xp.expm1(r), weight * xp.expm1(-r)
@@ -318,7 +318,7 @@ def _js_grad(xp, sides, sums, i, *, weight: float) -> Any:
         h = -s.p * _js_tame_ratios(xp, P, Q, weight)[i][1]
     else:
         h = _js_terms(xp, P, Q, weight)[i]
-    return (weight if i == 0 else 1 - weight) * (h - s.p * xp.astype(sums[i], s.x.dtype)[..., None])
+    return (weight if i == 0 else 1 - weight) * (h - s.p * _rows.cast(xp, sums[i], s.x.dtype)[..., None])
 
 
 JS = Measure("js", _js_value, _js_vjp, _rows.RowForm(_js_sums, _js_finish, _js_grad))
@@ -336,7 +336,7 @@ def _skew_kl_value(xp, P: Canon, Q: Canon, *, alpha: float) -> Any:
     wide = _rows.wide(xp, P.p)
     drift = xp.sum(Q.p, axis=-1, dtype=wide) - xp.sum(P.p, axis=-1, dtype=wide)
     value = xp.sum(_mix_terms(xp, P, Q, alpha)[0], axis=-1, dtype=wide) - (1 - alpha) * drift
-    return _non_negative(xp, xp.astype(value, P.p.dtype))
+    return _non_negative(xp, _rows.cast(xp, value, P.p.dtype))
 
 
 def _skew_kl_vjp(xp, P: Canon, Q: Canon, value, logits: bool, *, alpha: float) -> tuple[Any, Any]:
@@ -356,7 +356,7 @@ def _skew_terms(xp, P: _rows.Side, Q: _rows.Side, alpha: float, rest: float | No
     rest q, rest = 1 - alpha unless given: see :func:`_log_mix`)."""
     rest = 1 - alpha if rest is None else rest
     r = _rows.log_ratio(xp, P, Q)
-    if not (P.edges or Q.edges) and _rows.compiling():  # tame, from arithmetic and log (see _js_tame_ratios)
+    if not (P.edges or Q.edges) and _rows.compiling(r):  # tame, from arithmetic and log (see _js_tame_ratios)
         y = rest * _rows.tame_expm1(xp, r, Q.p / P.p)
         log_m_over_p, excess = _rows.tame_log1p(xp, y)
         return P.p * excess, -P.p * log_m_over_p, 1 / (1 + y)
@@ -399,7 +399,7 @@ def _skew_kl_grad(xp, sides, sums, i, *, alpha: float) -> Any:
     if alpha == 1:
         return 0.0 * sides[i].p
     _, h, ratio = _skew_terms(xp, P, Q, alpha)
-    value, t = (xp.astype(s, P.x.dtype)[..., None] for s in sums)
+    value, t = (_rows.cast(xp, s, P.x.dtype)[..., None] for s in sums)
     if i == 0:  # g - p sum(g) with g = h - alpha p (p / m)
         return h - alpha * P.p * ratio - P.p * (value - alpha * t)
     # g = -(1 - alpha) q (p / m), and sum(g) = -(1 - alpha T) because alpha T + (1 - alpha) sum q p / m = sum p = 1
@@ -448,7 +448,7 @@ def _tvd_grad(xp, sides, sums, i) -> Any:
     # p s - p sum(p s) for P and -(q s - q sum(q s)) for Q, s = sign(p - q) / 2
     s = sides[i]
     sign = _tvd_terms(xp, *sides)[1]
-    return (0.5 if i == 0 else -0.5) * s.p * (sign - xp.astype(sums[1 + i], s.x.dtype)[..., None])
+    return (0.5 if i == 0 else -0.5) * s.p * (sign - _rows.cast(xp, sums[1 + i], s.x.dtype)[..., None])
 
 
 TVD = Measure("tvd", _tvd_value, _tvd_vjp, _rows.RowForm(_tvd_sums, _tvd_finish, _tvd_grad))

@@ -32,9 +32,9 @@ _POSSIBLE = hasattr(mmap, "MADV_HUGEPAGE") and _huge_pages_possible()
 def gradient_buffer(like: torch.Tensor, zero: bool) -> torch.Tensor:
     """A contiguous tensor of ``like``'s shape, dtype and device; zero-filled if ``zero``."""
     nbytes = like.numel() * like.element_size()
-    if not _POSSIBLE or like.device.type != "cpu" or nbytes < _config.get_config().huge_page_min_bytes:
-        make = torch.zeros if zero else torch.empty
-        return make(like.shape, dtype=like.dtype, device=like.device)
+    if not _POSSIBLE or not like.is_cpu or nbytes < _config.get_config().huge_page_min_bytes:
+        make = torch.zeros_like if zero else torch.empty_like
+        return make(like, memory_format=torch.contiguous_format)
     mapping = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     mapping.madvise(mmap.MADV_HUGEPAGE)
     return torch.frombuffer(mapping, dtype=like.dtype, count=like.numel()).view(like.shape)

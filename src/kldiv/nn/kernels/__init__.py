@@ -5,8 +5,8 @@ every kernel evaluates a measure's row form (:mod:`kldiv._rows`) on a chunk of r
 ``torch.compile`` (the same Python code traced, so the same formula).
 """
 
-from ._dense import Divergence, Squash, run_dense
+from ._dense import Divergence, Squash, run_dense, small, small_dense
 from ._fused import run_fused
 from ._topk import run_topk
 
-__all__ = ["Divergence", "Squash", "run_dense", "run_fused", "run_topk"]
+__all__ = ["Divergence", "Squash", "run_dense", "run_fused", "run_topk", "small", "small_dense"]

@@ -128,11 +128,6 @@ def canonical(xp: Any, x: Any, from_logits: bool, check: bool, row0: int, loc: _
     return Canon(x, xp=xp)
 
 
-def _as_dtype(xp: Any, x: Any, dtype: Any) -> Any:
-    """``x`` in ``dtype``, without a copy when it already is."""
-    return x if x.dtype == dtype else xp.astype(x, dtype)
-
-
 def log_softmax_vjp(xp: Any, g: Any, c: Canon) -> Any:
     """Backward of log-softmax: g - softmax * sum(g), with its limits where the value is infinite: an infinite
     g_i stays g_i, and entries of probability 0 get 0 (not 0 * inf)."""
@@ -184,7 +179,7 @@ def run(
     grad_sides = tuple(range(len(layout.rows))) if grad else ()
 
     def chunk(lo: int, hi: int) -> tuple[Any, list[Any] | None]:
-        xs = [_as_dtype(xp, r[lo:hi], work_dtype) for r in layout.rows]
+        xs = [_rows.cast(xp, r[lo:hi], work_dtype) for r in layout.rows]
         if form is not None:
             if check:
                 for x, loc in zip(xs, locators, strict=True):
@@ -232,24 +227,30 @@ def small_numpy(measure: Measure, inputs: Sequence[Any], options: dict[str, Any]
     ):
         return None  # the general path checks every argument and says what is wrong
     v = first.shape[-1]
-    rows = [x.reshape(-1, v) for x in inputs]
+    rows = np.array(inputs).reshape(len(inputs), -1, v)  # the inputs stacked: one call checks them all
     params = options.get("params") or {}
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if validate:
-            tolerance = _validate.sum_tolerance(float(np.finfo(first.dtype).eps), v)
-            for x in rows:
-                fine = np.isfinite(x.max(axis=-1)).all() if from_logits else (
-                    x.min() >= 0 and np.abs(x.sum(axis=-1) - 1).max() <= tolerance
+            if from_logits:
+                fine = np.isfinite(np.maximum.reduce(rows, axis=-1)).all()
+            else:
+                deviation = np.add.reduce(rows, axis=-1)
+                deviation -= 1
+                fine = np.minimum.reduce(rows, axis=None) >= 0 and (  # False for NaN too
+                    np.maximum.reduce(np.abs(deviation), axis=None) <= _validate.sum_tolerance(_EPS[first.dtype], v)
                 )
-                if not fine:
-                    return None
+            if not fine:
+                return None
         if from_logits and measure.rows is not None:
-            value = _rows.evaluate(measure.rows, np, rows, params)[0].astype(first.dtype)
+            value = _rows.evaluate(measure.rows, np, rows, params)[0].astype(first.dtype)  # as the general path
         else:
             value = measure.value(np, *(canonical(np, x, from_logits, False, 0, None, 0.0) for x in rows), **params)
     if base is not None:
         value = value * (1.0 / math.log(base))
-    return np.reshape(value.astype(first.dtype, copy=False), first.shape[:-1])
+    return value.astype(first.dtype, copy=False).reshape(first.shape[:-1])
+
+
+_EPS = {np.dtype(t): float(np.finfo(t).eps) for t in (np.float32, np.float64)}
 
 
 def _chunked(xp: Any, layout: Layout, chunk: Callable, grad: bool, out_dtype: Any, like: Any) -> tuple[Any, Any]:

@@ -15,6 +15,25 @@ from kldiv.nn.functional import distillation_loss
 DIVERGENCES = ["kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl", "tvd"]
 RTOL = 1e-10
 
+pytestmark = pytest.mark.usefixtures("cpu_path")  # every case on both CPU paths (see conftest)
+
+
+def test_small_calls_take_the_small_path_and_larger_ones_the_chunked_kernel(cpu_path, monkeypatch):
+    import kldiv.nn.functional as functional
+
+    taken = []
+    for name in ("small_dense", "run_dense"):
+        monkeypatch.setattr(functional, name, lambda *a, _f=getattr(functional, name), _n=name, **k: (
+            taken.append(_n), _f(*a, **k))[1])
+    s, t, _ = _data()
+    distillation_loss(s, t)
+    assert taken == (["small_dense"] if cpu_path == "small" else ["run_dense"])
+    from kldiv.nn.kernels import small
+
+    for asked in ({"compile": "always"}, {"kernel": "compiled"}):  # compilation asked for: never the small path
+        with kldiv.config_context(**asked):
+            assert not small(s.reshape(-1, 11))
+
 
 def _data(shape=(3, 4, 11), seed=0, dtype=torch.float64, spread=3.0):
     g = torch.Generator().manual_seed(seed)

@@ -8,6 +8,8 @@ import torch
 from kldiv.nn import DistillationLoss, TopK
 from kldiv.nn.functional import distillation_loss
 
+pytestmark = pytest.mark.usefixtures("cpu_path")  # on both CPU paths of a dense loss (see conftest)
+
 S = torch.randn(2, 3, 8)
 T = torch.randn(2, 3, 8)
 L = torch.zeros(2, 3, dtype=torch.long)
@@ -86,3 +88,16 @@ def test_num_items_as_a_tensor_weighs_as_the_same_number():
     summed = distillation_loss(S, T, L, reduction="sum")
     torch.testing.assert_close(by_tensor, by_number)
     torch.testing.assert_close(by_tensor, summed / 7)
+
+
+def test_checked_options_are_remembered_by_value_and_type():
+    # the memo of checked options must not let a refused value through under an equal accepted one
+    DistillationLoss(temperature=1, scale_by_temperature_squared=False, softcap=(30, None))
+    for bad in (dict(temperature=True), dict(scale_by_temperature_squared=0), dict(softcap=(True, None))):
+        with pytest.raises(TypeError):
+            DistillationLoss(**bad)
+    s = torch.randn(2, 5, requires_grad=True)
+    t = torch.randn(2, 5)
+    assert distillation_loss(s, t, temperature=2) == distillation_loss(s, t, temperature=2.0)
+    with pytest.raises(ValueError, match="temperature must be a positive finite number"):
+        distillation_loss(s, t, temperature=-2)

@@ -168,7 +168,9 @@ class DistillationFunction(torch.autograd.Function):
     def forward(ctx, student, teacher, indices, logprobs, labels, options, vocab_size, tail, num_items, shards):
         v_student = student.shape[-1]
         batch = tuple(student.shape[:-1])
-        flat = student.detach().reshape(math.prod(batch), v_student)  # (N, 0): an empty vocabulary slice
+        flat = student.detach()
+        if flat.dim() != 2:
+            flat = flat.reshape(math.prod(batch), v_student)  # (N, 0): an empty vocabulary slice
         n = flat.shape[0]
         rows, count = selected_rows(labels, n, options.ignore_index)
         weight = row_weight(options, count, num_items)
@@ -182,7 +184,8 @@ class DistillationFunction(torch.autograd.Function):
                       shards=shards)
         dtype = None  # the loss's dtype where the values are the small path's NumPy array
         if teacher is not None:
-            s, t = _first(flat, vocab_size), _first(teacher.detach().reshape(n, teacher.shape[-1]), vocab_size)
+            t = teacher.detach()
+            s, t = _first(flat, vocab_size), _first(t if t.dim() == 2 else t.reshape(n, t.shape[-1]), vocab_size)
             if shards is None and options.squash == (None, None) and small(flat):
                 del common["shards"]
                 values, dtype = small_dense(options.divergence, s, t, **common), work_dtype(s.dtype, t.dtype)

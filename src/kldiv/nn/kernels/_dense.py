@@ -171,7 +171,7 @@ def small(x: torch.Tensor) -> bool:
     logits per side, with no kernel or compilation asked for by the configuration."""
     config = _config.get_config()
     return (
-        x.device.type == "cpu" and x.numel() <= config.nn_small and config.kernel in ("auto", "eager")
+        x.is_cpu and x.numel() <= config.nn_small and config.kernel in ("auto", "eager")
         and config.compile != "always" and not torch.compiler.is_compiling()
     )
 

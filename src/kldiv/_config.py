@@ -69,6 +69,8 @@ class Config:
       compare_cpu_block, compare_device_block: elements per row block of ``kldiv.compare``'s eager path.
       pairwise_block: elements per block of broadcast pairs in ``kldiv.pairwise``.
       huge_page_min_bytes: CPU gradient buffers from this size up are allocated in transparent huge pages.
+      gradient_pool_bytes: how much of those buffers is kept for reuse once no tensor uses them (0: none), so a
+        training loop's steps skip the page faults of a fresh gradient (see :mod:`kldiv.nn._memory`).
       knn_leaf_size: points per leaf of the KD-trees of ``kldiv.estimate.knn``; SciPy's default of 16 suits low
         dimensions, larger leaves make 10-D queries faster (see benchmarks/RESULTS.md, Estimators).
     """
@@ -90,6 +92,7 @@ class Config:
     compare_device_block: int = 1 << 24
     pairwise_block: int = 1 << 20
     huge_page_min_bytes: int = 1 << 26
+    gradient_pool_bytes: int = 1 << 30
     knn_leaf_size: int = 48
 
     def __post_init__(self) -> None:
@@ -99,8 +102,11 @@ class Config:
             raise ValueError(f"kernel must be one of {', '.join(map(repr, KERNELS))}, got {self.kernel!r}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name not in ("compile", "kernel") and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{f.name} must be a positive integer, got {value!r}")
+            least = 0 if f.name == "gradient_pool_bytes" else 1
+            if f.name not in ("compile", "kernel") and (isinstance(value, bool) or not isinstance(value, int) or
+                                                        value < least):
+                kind = "a non-negative" if least == 0 else "a positive"
+                raise ValueError(f"{f.name} must be {kind} integer, got {value!r}")
 
 
 _current: contextvars.ContextVar[Config | None] = contextvars.ContextVar("kldiv_config", default=None)

@@ -144,10 +144,14 @@ def log_ratio(xp: Any, a: Side, b: Side) -> Any:
     in float64), so it keeps its relative precision when the two rows are close."""
     r = b.x - a.x
     if compiling(r):
-        # log(z_b / z_a) as 2 atanh((z_b - z_a) / (z_b + z_a)), equal to rounding: Inductor stores a row value
-        # broadcast over the row in a loop of its own when it holds a log (not an atanh), and that splits the
-        # kernel's one loop per row into six passes over memory (1.6x the time at (4096, 32000))
-        r -= xp.astype(2 * xp.atanh((b.z - a.z) / (b.z + a.z)), a.x.dtype)
+        # log(z_b / z_a) written elementwise (``+ 0 * b.x``, which Inductor folds back to the row value). A log
+        # of a row value broadcast over the row is stored by Inductor in a loop of its own, which splits the
+        # kernel's one loop per row into six passes over memory (1.6x the time at (4096, 32000)); as part of an
+        # elementwise expression it stays in the row loop, evaluated once per vector, and libm's log is cheap
+        # there (an atanh, the form before this one, took a third of KL's time: Inductor keeps errno semantics,
+        # so the C++ compiler hoists neither). The ratio's rounding (6e-8 absolute in r) is below that of the
+        # shifted logits' difference, and KL's terms do not feel a shift of r to first order (sum q = sum p)
+        r -= xp.log(xp.astype(b.z / a.z, a.x.dtype) + 0 * b.x)
         return r
     r -= cast(xp, b.log_z - a.log_z, a.x.dtype)
     return r

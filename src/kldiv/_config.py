@@ -42,7 +42,7 @@ class Config:
         which then runs eagerly (same numbers, slower) with one warning.
       compile_min_elements: the size from which compilation pays for its seconds of compile time.
       compile_after_elements: under "auto", a kernel called with fewer logits is compiled once it has evaluated
-        this many eagerly over its calls (calls of at least ``eager_chunk`` logits; 2**27 logits is about as
+        this many eagerly over its calls (calls of more than ``nn_small`` logits; 2**27 logits is about as
         long eagerly as a compilation takes): a training loop's steps repay the compile, a few calls do not.
       kernel: which implementation the ``kldiv.nn`` losses run: "auto" (the Triton kernels for CUDA tensors where
         Triton is installed, else the compiled or eager kernels as ``compile`` says), "triton" (also for CPU

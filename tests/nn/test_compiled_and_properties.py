@@ -163,8 +163,8 @@ def test_compiled_rows_that_are_not_tame_are_evaluated_again_with_the_guarded_fo
 
 def test_auto_compiles_a_kernel_once_its_calls_have_done_enough_work_eagerly():
     # calls of 4 x 67 = 268 logits, below compile_min_elements: eager until the kernel has evaluated 804 logits
-    # (three calls), compiled from the fourth call on, with the same numbers; calls below eager_chunk stay eager
-    # (nn_small=1: no call takes the small path, which never compiles)
+    # (three calls), compiled from the fourth call on, with the same numbers; calls of at most nn_small logits
+    # stay eager (nn_small=1 first: no call is that small)
     g = torch.Generator().manual_seed(3)
     s, t = (3 * torch.randn(4, 67, generator=g, dtype=torch.float64) for _ in range(2))
 
@@ -175,8 +175,7 @@ def test_auto_compiles_a_kernel_once_its_calls_have_done_enough_work_eagerly():
     eager_v, eager_g = _value_and_grad(lambda x: loss(x, t), s)
     before = kernels("tvd")
     found = []
-    with kldiv.config_context(compile="auto", compile_after_elements=804, eager_chunk=256,
-                              compile_min_elements=1 << 30, nn_small=1):
+    with kldiv.config_context(compile="auto", compile_after_elements=804, compile_min_elements=1 << 30, nn_small=1):
         for _ in range(5):
             found.append((*_value_and_grad(lambda x: loss(x, t), s), len(kernels("tvd") - before)))
     assert [n for _, _, n in found] == [0, 0, 0, 1, 1]
@@ -185,8 +184,7 @@ def test_auto_compiles_a_kernel_once_its_calls_have_done_enough_work_eagerly():
         torch.testing.assert_close(v, eager_v, rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(grad, eager_g, rtol=1e-12, atol=1e-14)
     before = kernels("js")
-    with kldiv.config_context(compile="auto", compile_after_elements=1, eager_chunk=512,
-                              compile_min_elements=1 << 30, nn_small=1):
+    with kldiv.config_context(compile="auto", compile_after_elements=1, compile_min_elements=1 << 30, nn_small=512):
         for _ in range(3):
             kldiv.nn.DistillationLoss("js")(s, t)
     assert kernels("js") == before

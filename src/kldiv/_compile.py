@@ -33,6 +33,7 @@ from . import _config
 
 _cache: dict[Any, Callable] = {}
 _broken: set[Any] = set()  # kernel keys whose compilation failed
+_traced: set[Any] = set()  # kernel keys that have run compiled, their row count traced as dynamic
 _eager_work: dict[Any, int] = {}  # logits each kernel key has evaluated eagerly under "auto" (see wanted)
 _lock = threading.Lock()
 
@@ -88,11 +89,14 @@ def call(key: Any, make: Callable[[], Callable], *args: Any) -> Any:
     (PyTorch always specialises a dimension of size 1: callers pad 1-row blocks to 2)."""
     if key in _broken:
         return make()(*args)
-    for x in args:
-        if isinstance(x, torch.Tensor) and x.ndim and x.shape[0] >= 2:
-            torch._dynamo.mark_dynamic(x, 0)
+    if key not in _traced:  # once traced with dynamic rows, the guards accept any count (marking costs 7 us a tensor)
+        for x in args:
+            if isinstance(x, torch.Tensor) and x.ndim and x.shape[0] >= 2:
+                torch._dynamo.mark_dynamic(x, 0)
     try:
-        return compiled(key, make)(*args)
+        found = compiled(key, make)(*args)
+        _traced.add(key)
+        return found
     except Exception as error:  # noqa: BLE001 - any backend failure falls back to the same kernel, eagerly
         _broken.add(key)
         warnings.warn(

@@ -180,24 +180,22 @@ class DistillationFunction(torch.autograd.Function):
             full = vocab_size == v_student and rows is None
             grad = _memory.gradient_buffer(flat, zero=not full)
         grad_view = _first(grad, vocab_size) if grad is not None else None
-        common = dict(temperature=options.temperature, rows=rows, grad_scale=weight, grad_out=grad_view,
-                      shards=shards)
+        common = dict(temperature=options.temperature, rows=rows, grad_scale=weight, grad_out=grad_view)
         dtype = None  # the loss's dtype where the values are the small path's NumPy array
         if teacher is not None:
             t = teacher.detach()
             s, t = _first(flat, vocab_size), _first(t if t.dim() == 2 else t.reshape(n, t.shape[-1]), vocab_size)
-            if shards is None and options.squash == (None, None) and small(flat):
-                del common["shards"]
+            if small(flat, shards, options.squash):
                 values, dtype = small_dense(options.divergence, s, t, **common), work_dtype(s.dtype, t.dtype)
             else:
-                values = run_dense(options.divergence, s, t, squash=options.squash, **common)
+                values = run_dense(options.divergence, s, t, squash=options.squash, shards=shards, **common)
         else:
             k = indices.shape[-1]
             idx = indices.reshape(-1, k).long()
             lp = logprobs.detach().reshape(-1, k)
             _validate.check_topk_rows(idx, lp, rows, vocab_size if shards is None else shards.width, tail)
             values = run_topk(options.divergence, _first(flat, vocab_size), idx, lp, tail=tail,
-                              squash=options.squash[0], **common)
+                              squash=options.squash[0], shards=shards, **common)
         _check_finite(values, rows, batch)
         ctx.grad, ctx.reduction, ctx.shape = grad, options.reduction, student.shape
         return reduce(values, weight, options.reduction, batch, dtype)

@@ -166,13 +166,14 @@ def run_dense(
     return values
 
 
-def small(x: torch.Tensor) -> bool:
-    """Whether a call on ``x`` (N, V) may take :func:`small_dense`: eager CPU work of at most ``Config.nn_small``
-    logits per side, with no kernel or compilation asked for by the configuration."""
+def small(x: torch.Tensor, shards: Any = None, squash: tuple[Squash | None, Squash | None] = (None, None)) -> bool:
+    """Whether a dense call on ``x`` (N, V) may take :func:`small_dense`: eager CPU work of at most
+    ``Config.nn_small`` logits per side, on the whole vocabulary (no ``shards``) and the logits as given (no
+    ``squash``), with no kernel or compilation asked for by the configuration."""
     config = _config.get_config()
     return (
-        x.is_cpu and x.numel() <= config.nn_small and config.kernel in ("auto", "eager")
-        and config.compile != "always" and not torch.compiler.is_compiling()
+        shards is None and squash == (None, None) and x.is_cpu and x.numel() <= config.nn_small
+        and config.kernel in ("auto", "eager") and config.compile != "always" and not torch.compiler.is_compiling()
     )
 
 

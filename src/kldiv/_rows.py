@@ -42,9 +42,10 @@ class Side(NamedTuple):
     # normal float, so the row forms use their select-free formulas (decided for NumPy arrays and eager CPU
     # tensors, where a select is a pass of its own; True elsewhere, unless side() was asked to be optimistic)
     edges: bool = True
-    # With side(optimistic=True): the row max and min, each (rows, 1). The row forms took the select-free formulas
-    # on every row, and :func:`tame_rows` tells from these which rows they were exact on (the others must be
-    # evaluated again). Row reductions only, so that a compiled kernel returning them stays one loop per row
+    # With side(optimistic=True): the row minimum of x, (rows, 1), that is minus the row's span (NaN for a row
+    # that is not finite). The row forms took the select-free formulas on every row, and :func:`tame_rows` tells
+    # from it which rows they were exact on (the others must be evaluated again). A row reduction of x, taken in
+    # the loop that sums exp(x), so that a compiled kernel returning it stays one loop per row
     bounds: Any = None
 
 
@@ -113,10 +114,10 @@ def tame_limit(v: int) -> float:
 def side(xp: Any, logits: Any, optimistic: bool = False) -> Side:
     """Stages 1 and 2 for one side: shift by the row max, the sum of exponentials, probabilities.
 
-    For NumPy arrays and eager CPU tensors the block's tameness is decided here, and the row forms pick their formulas from it. Where a
-    value cannot be inspected (compiled code), ``optimistic`` takes the select-free formulas for every row and
-    keeps the row max and min in ``Side.bounds`` for :func:`tame_rows` (the min is one more reduction in the loop
-    that finds the max)."""
+    For NumPy arrays and eager CPU tensors the block's tameness is decided here, and the row forms pick their
+    formulas from it. Where a value cannot be inspected (compiled code), ``optimistic`` takes the select-free
+    formulas for every row and keeps the row minimum of the shifted logits in ``Side.bounds`` for
+    :func:`tame_rows` (one more reduction in the loop that sums the exponentials)."""
     edges, bounds = True, None
     torch = sys.modules.get("torch")
     if isinstance(logits, np.ndarray):
@@ -124,18 +125,21 @@ def side(xp: Any, logits: Any, optimistic: bool = False) -> Side:
     else:
         m = xp.max(logits, axis=-1, keepdims=True)
     x = logits - m  # NaN everywhere for a NaN or all -inf row, NaN at a +inf logit
+    # the largest row span is -min(x) over the block: one reduction of the whole block (NaN or -inf where a row
+    # is not finite, which fails the comparison)
     if isinstance(logits, np.ndarray) and logits.size > 0:
-        # the largest row span is -min(x) over the block: one reduction of the whole block (NaN or inf where a
-        # row is not finite)
-        edges = not -np.minimum.reduce(x, axis=None) <= tame_limit(logits.shape[-1])
+        edges = not np.minimum.reduce(x, axis=None) >= -tame_limit(logits.shape[-1])
     elif (torch is not None and isinstance(logits, torch.Tensor) and logits.device.type == "cpu" and logits.numel()
           and not torch.compiler.is_compiling()):
-        edges = not bool(-torch.amin(x) <= tame_limit(logits.shape[-1]))
+        edges = not float(torch.amin(x)) >= -tame_limit(logits.shape[-1])
     elif optimistic:
-        bounds, edges = (m, xp.min(logits, axis=-1, keepdims=True)), False
+        bounds, edges = xp.min(x, axis=-1, keepdims=True), False
     p = xp.exp(x)
     z = row_sum(xp, p, keepdims=True)
-    p *= cast(xp, 1.0 / z, p.dtype)  # in place where the namespace allows: one (rows, V) temporary less
+    if torch is not None and isinstance(p, torch.Tensor) and not torch.compiler.is_compiling():
+        p.div_(z.to(p.dtype))  # one operation where 1 / z, its cast and the product are three
+    else:  # compiled: a product, as the division by a row value is not hoisted out of the loop
+        p *= cast(xp, 1.0 / z, p.dtype)  # in place where the namespace allows: one (rows, V) temporary less
     return Side(x, p, z, xp.log(z), edges, bounds)
 
 
@@ -165,13 +169,16 @@ def sign_of_finite(xp: Any, x: Any) -> Any:
 
 def poison(xp: Any, value: Any, *log_zs: Any) -> Any:
     """``value`` made NaN on rows where a side's ``log z`` is NaN (adds exactly 0 elsewhere: log z is finite)."""
-    return value + 0.0 * sum(log_zs)
+    total = log_zs[0]
+    for log_z in log_zs[1:]:
+        total = total + log_z
+    return value + 0.0 * total
 
 
 def non_negative(xp: Any, value: Any) -> Any:
     """Clamp a divergence that is >= 0 by theorem at 0 from below (rounding can leave -1e-16); NaN stays NaN
     (NumPy's maximum and PyTorch's clamp propagate it: one operation where a select takes three)."""
-    if isinstance(value, np.ndarray | np.generic):
+    if isinstance(value, (np.ndarray, np.generic)):  # a tuple: Dynamo traces it, not a union
         return np.maximum(value, 0.0)
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
@@ -189,9 +196,9 @@ def compiling(x: Any) -> bool:
 
 
 def bounds(*sides: Side) -> tuple[Any, ...] | None:
-    """The sides' row bounds and lengths, ((max, min, V), ...), for :func:`tame_rows`; None when no side was
+    """The sides' row bounds and lengths, ((min of x, V), ...), for :func:`tame_rows`; None when no side was
     made with ``optimistic`` (every row is then exact)."""
-    found = tuple((s.bounds[0], s.bounds[1], s.x.shape[-1]) for s in sides if s.bounds is not None)
+    found = tuple((s.bounds, s.x.shape[-1]) for s in sides if s.bounds is not None)
     return found or None
 
 
@@ -262,8 +269,8 @@ def tame_rows(found: tuple[Any, ...] | None) -> Any:
     if found is None:
         return None
     mask = None
-    for high, low, v in found:
-        tame = (high - low)[..., 0] <= tame_limit(v)
+    for low, v in found:
+        tame = low[..., 0] >= -tame_limit(v)
         mask = tame if mask is None else mask & tame
     return mask
 

@@ -196,9 +196,10 @@ class DistillationFunction(torch.autograd.Function):
             _validate.check_topk_rows(idx, lp, rows, vocab_size if shards is None else shards.width, tail)
             values = run_topk(options.divergence, _first(flat, vocab_size), idx, lp, tail=tail,
                               squash=options.squash[0], shards=shards, **common)
-        _check_finite(values, rows, batch)
+        loss = reduce(values, weight, options.reduction, batch, dtype)
+        _check_finite(values, loss, batch)
         ctx.grad, ctx.reduction, ctx.shape = grad, options.reduction, student.shape
-        return reduce(values, weight, options.reduction, batch, dtype)
+        return loss
 
     @staticmethod
     def backward(ctx, upstream):
@@ -220,10 +221,13 @@ def _first(x: torch.Tensor, columns: int) -> torch.Tensor:
     return x if x.shape[1] == columns else x[:, :columns]
 
 
-def _check_finite(values: Any, rows: torch.Tensor | None, batch: tuple[int, ...]) -> None:
-    if isinstance(values, np.ndarray):  # the small path's: values >= 0 or NaN, whose sum is NaN where one is
-        if not math.isnan(np.add.reduce(values)):
-            return
+def _check_finite(values: Any, loss: torch.Tensor, batch: tuple[int, ...]) -> None:
+    """Refuse a NaN value. The values are >= 0, +inf or NaN (a divergence, NaN in, NaN out) and the loss is
+    their sum or their product with a weight that is positive (0 only when every value is 0), so the loss is
+    NaN exactly where a value is: one number to read back for "mean" and "sum"."""
+    if not (math.isnan(loss.item()) if loss.numel() == 1 else bool(torch.isnan(loss).any())):
+        return
+    if isinstance(values, np.ndarray):  # the small path's
         values = torch.from_numpy(values)
     bad = torch.isnan(values)
     if bool(bad.any()):

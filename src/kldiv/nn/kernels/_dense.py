@@ -93,18 +93,23 @@ def squashed(squash: Squash | None, x: torch.Tensor) -> torch.Tensor:
     return x if squash is None else squash(x)
 
 
-def tempered(logits: torch.Tensor, inv_temperature: torch.Tensor, squash: Squash | None = None) -> torch.Tensor:
-    """``logits`` in the work dtype (``inv_temperature``'s), transformed by ``squash`` and divided by the
-    temperature; eagerly, temperature 1 without a transform costs no pass over the logits."""
-    x = squashed(squash, logits.to(inv_temperature.dtype))
-    if not torch.compiler.is_compiling() and bool(inv_temperature == 1):
-        return x
-    return x * inv_temperature
+def scaled(x: torch.Tensor, inv_temperature: float | torch.Tensor) -> torch.Tensor:
+    """``x`` divided by the temperature: a number eagerly (1.0 costs no pass over ``x``), a 0-d tensor in
+    compiled kernels (so that its value is not traced into the code)."""
+    return x if isinstance(inv_temperature, float) and inv_temperature == 1.0 else x * inv_temperature
+
+
+def tempered(logits: torch.Tensor, inv_temperature: float | torch.Tensor, dtype: torch.dtype,
+             squash: Squash | None = None) -> torch.Tensor:
+    """``logits`` in the work ``dtype``, transformed by ``squash`` and divided by the temperature."""
+    return scaled(squashed(squash, logits.to(dtype)), inv_temperature)
 
 
 def _dense_kernel(div: Divergence, shards: Any = None, squash: tuple[Squash | None, Squash | None] = (None, None)):
     def kernel(student, teacher, inv_temperature, grad_scale, out):
-        y_s, y_t = tempered(student, inv_temperature, squash[0]), tempered(teacher, inv_temperature, squash[1])
+        dtype = work_dtype(student.dtype, teacher.dtype)
+        y_s = tempered(student, inv_temperature, dtype, squash[0])
+        y_t = tempered(teacher, inv_temperature, dtype, squash[1])
         if shards is not None:  # vocabulary slices: row constants and sums combined across the group
             s, t = _rows.shared_sides(xp, (y_s, y_t), shards)
             found = div.reductions(s, t, inv_temperature * grad_scale, out, shards), None
@@ -113,7 +118,7 @@ def _dense_kernel(div: Divergence, shards: Any = None, squash: tuple[Squash | No
             s, t = _rows.side(xp, y_s, optimistic), _rows.side(xp, y_t, optimistic)
             found = div.reductions(s, t, inv_temperature * grad_scale, out), _rows.bounds(s, t)
         if out is not None and squash[0] is not None:
-            squash[0].chain(out, student.to(inv_temperature.dtype))
+            squash[0].chain(out, student.to(dtype))
         return found
 
     return kernel
@@ -236,7 +241,8 @@ def run_chunks(
     """The row-chunk loop shared by every kernel.
 
     ``make()(*chunks, inv_temperature, grad_scale, out)`` writes the chunk's gradient into ``out`` (None: no
-    gradient) and returns row reductions, which ``finish`` turns into the chunk's values, and a (rows,) mask of
+    gradient; the two scales are numbers eagerly and 0-d tensors of the work dtype compiled) and returns row
+    reductions, which ``finish`` turns into the chunk's values, and a (rows,) mask of
     the rows it evaluated exactly (None: all). Compiled kernels take the row forms' select-free formulas for every
     row (:func:`kldiv._rows.side` with ``optimistic``); the rows they mark as not tame (an impossible outcome, a
     NaN, a probability below the float32 normal range) are evaluated again eagerly, where the guarded formulas
@@ -248,16 +254,19 @@ def run_chunks(
     for selected rows (gathered; their values and gradients are scattered back).
     """
     n, device = inputs[0].shape[0], inputs[0].device
-    values = torch.zeros(n, dtype=dtype, device=device)
     n_sel = n if rows is None else int(rows.numel())
     if n_sel == 0:
-        return values
+        return torch.zeros(n, dtype=dtype, device=device)
     config = _config.get_config()
-    inv_t = torch.tensor(1.0 / temperature, dtype=dtype, device=device)
-    scale = torch.as_tensor(grad_scale, dtype=dtype, device=device)
     key = (*key, *(x.dtype for x in inputs), *(x.shape[1] for x in inputs), dtype, device.type)
     compile_it = compilable and _compile.wanted(n_sel * width, device, key)
     step = max(2, (config.compiled_chunk if compile_it else config.eager_chunk) // width)
+    if compile_it:
+        inv_t = torch.tensor(1.0 / temperature, dtype=dtype, device=device)
+        scale = torch.as_tensor(grad_scale, dtype=dtype, device=device)
+    else:  # eagerly numbers: no tensor to make, and none to read back for temperature 1
+        inv_t, scale = 1.0 / temperature, grad_scale if isinstance(grad_scale, torch.Tensor) else float(grad_scale)
+    values = None if rows is None and n_sel <= step else torch.zeros(n, dtype=dtype, device=device)
     eager = make()
     buffers = None  # chunk-sized copies of the inputs and the gradient, for selected rows
     redo: list[torch.Tensor] = []  # rows a compiled chunk did not evaluate exactly
@@ -291,7 +300,9 @@ def run_chunks(
             where = torch.nonzero(~exact)[:, 0] + lo
             redo.append(where if rows is None else rows[where])
         value = finish(pieces)
-        if rows is None:
+        if values is None:  # the whole call in one chunk: its values are the result
+            values = value.to(dtype)
+        elif rows is None:
             values[lo:hi] = value
         else:
             values.index_copy_(0, rows[lo:hi], value.to(dtype))

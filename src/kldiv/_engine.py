@@ -214,43 +214,80 @@ def small_numpy(measure: Measure, inputs: Sequence[Any], options: dict[str, Any]
     a fifth of the per-call cost. None wherever the general path is needed, which then also says what is wrong
     with an input that fails a check."""
     first = inputs[0]
-    if type(first) is not np.ndarray or first.dtype not in (np.float32, np.float64) or not (
-        0 < first.size <= _config.get_config().numpy_small
-    ):
+    if type(first) is not np.ndarray:
         return None
-    if any(type(x) is not np.ndarray or x.dtype != first.dtype or x.shape != first.shape for x in inputs[1:]):
+    dtype, shape = first.dtype, first.shape
+    limits = _LIMITS.get(dtype)
+    if limits is None or not 0 < first.size <= _config.get_config().numpy_small:
         return None
-    from_logits, base, axis = options.get("from_logits", False), options.get("base"), options.get("axis", -1)
-    validate = options.get("validate", True)
+    for x in inputs[1:]:
+        if type(x) is not np.ndarray or x.dtype != dtype or x.shape != shape:
+            return None
+    get = options.get
+    from_logits, base, axis, validate = get("from_logits", False), get("base"), get("axis", -1), get("validate", True)
     if type(axis) is not int or axis not in (-1, first.ndim - 1) or type(from_logits) is not bool or (
         type(validate) is not bool or (base is not None and not (type(base) in (int, float) and 1 < base < math.inf))
     ):
         return None  # the general path checks every argument and says what is wrong
-    v = first.shape[-1]
-    rows = np.array(inputs).reshape(len(inputs), -1, v)  # the inputs stacked: one call checks them all
-    params = options.get("params") or {}
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    v = shape[-1]
+    params = get("params") or {}
+    quiet = False  # True where no operation below can divide by zero, overflow or meet NaN
+    if from_logits:
+        rows = np.array(inputs).reshape(len(inputs), -1, v)  # the inputs stacked: one call checks them all
+        if validate and not np.isfinite(np.maximum.reduce(rows, axis=-1)).all():
+            return None
+    else:
+        rows = inputs  # the measure reduces the last axis of any batch shape
         if validate:
-            if from_logits:
-                fine = np.isfinite(np.maximum.reduce(rows, axis=-1)).all()
-            else:
-                deviation = np.add.reduce(rows, axis=-1)
-                deviation -= 1
-                fine = np.minimum.reduce(rows, axis=None) >= 0 and (  # False for NaN too
-                    np.maximum.reduce(np.abs(deviation), axis=None) <= _validate.sum_tolerance(_EPS[first.dtype], v)
-                )
-            if not fine:
+            lowest = _probability_rows(inputs, v, limits[2])
+            if lowest is None:
                 return None
-        if from_logits and measure.rows is not None:
-            value = _rows.evaluate(measure.rows, np, rows, params)[0].astype(first.dtype)  # as the general path
-        else:
-            value = measure.value(np, *(canonical(np, x, from_logits, False, 0, None, 0.0) for x in rows), **params)
+            quiet = lowest >= limits[1]  # every ratio of two normal probabilities is finite and positive
+    if quiet:
+        value = _small_value(measure, rows, from_logits, params)
+    else:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            value = _small_value(measure, rows, from_logits, params)
     if base is not None:
         value = value * (1.0 / math.log(base))
-    return value.astype(first.dtype, copy=False).reshape(first.shape[:-1])
+    value = np.asarray(value, dtype=dtype)  # an array, 0-d for one row, as the general path's
+    return value.reshape(shape[:-1]) if from_logits else value  # probabilities: in the inputs' batch shape already
 
 
-_EPS = {np.dtype(t): float(np.finfo(t).eps) for t in (np.float32, np.float64)}
+def _probability_rows(inputs: Sequence[Any], v: int, tolerance: float) -> float | None:
+    """The smallest value of the inputs (arrays of one shape and dtype) if each of their rows is non-negative,
+    free of NaN and sums to 1 within ``tolerance``; None otherwise. A few values are checked as Python floats
+    (one conversion per input, where the reductions are five calls of about a microsecond each), more as
+    arrays, stacked."""
+    if inputs[0].size <= 32:
+        lowest = math.inf
+        for x in inputs:
+            for row in [x.tolist()] if x.ndim == 1 else x.reshape(-1, v).tolist():
+                if not abs(sum(row) - 1) <= tolerance:  # NaN and inf fail here
+                    return None
+                lowest = min(lowest, *row)
+        return lowest if lowest >= 0 else None
+    rows = np.array(inputs).reshape(len(inputs), -1, v)
+    deviation = np.add.reduce(rows, axis=-1)
+    deviation -= 1
+    lowest = float(np.minimum.reduce(rows, axis=None))
+    if not (lowest >= 0 and np.maximum.reduce(np.abs(deviation), axis=None) <= tolerance):  # False for NaN too
+        return None
+    return lowest
+
+
+def _small_value(measure: Measure, rows: Any, from_logits: bool, params: dict) -> Any:
+    if from_logits and measure.rows is not None:
+        return _rows.evaluate(measure.rows, np, rows, params)[0].astype(rows.dtype)  # as the general path
+    if from_logits:
+        return measure.value(np, *(canonical(np, x, True, False, 0, None, 0.0) for x in rows), **params)
+    return measure.value(np, *[Canon(x, xp=np) for x in rows], **params)
+
+
+# (machine epsilon, smallest normal, sum-to-one tolerance) of the dtypes small_numpy takes; the tolerance of
+# float32 and float64 does not depend on the number of outcomes (see kldiv._validate.sum_tolerance)
+_LIMITS = {np.dtype(t): (float(np.finfo(t).eps), float(np.finfo(t).tiny), _validate.sum_tolerance(float(np.finfo(t).eps)))
+           for t in (np.float32, np.float64)}
 
 
 def _chunked(xp: Any, layout: Layout, chunk: Callable, grad: bool, out_dtype: Any, like: Any) -> tuple[Any, Any]:

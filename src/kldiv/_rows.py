@@ -178,7 +178,9 @@ def poison(xp: Any, value: Any, *log_zs: Any) -> Any:
 def non_negative(xp: Any, value: Any) -> Any:
     """Clamp a divergence that is >= 0 by theorem at 0 from below (rounding can leave -1e-16); NaN stays NaN
     (NumPy's maximum and PyTorch's clamp propagate it: one operation where a select takes three)."""
-    if isinstance(value, (np.ndarray, np.generic)):  # a tuple: Dynamo traces it, not a union
+    if isinstance(value, np.generic):  # a NumPy scalar (one row): compared in Python, a ufunc costs a microsecond
+        return value if not value < 0 else value.dtype.type(0)
+    if isinstance(value, np.ndarray):
         return np.maximum(value, 0.0)
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):

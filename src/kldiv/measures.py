@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 import numpy as np
+from scipy.special import rel_entr as _rel_entr
 
 from . import _backend, _dispatch, _engine, _rows, _validate
 from ._engine import Canon, Measure
@@ -175,8 +176,11 @@ def _kl_value(xp, P: Canon, Q: Canon) -> Any:
     if not (P.has_lp or Q.has_lp) and (xp is np or _backend.is_torch(P.p) and not _backend.is_tracing(P.p)):
         # probabilities, eagerly: sum p log(p / q), one log per entry (not two), and log(p / q) is exact to the
         # rounding of p / q where log p - log q loses |log p| ulps; any row with an edge (a zero, an overflowing
-        # ratio) comes out NaN or infinite and takes the guarded formula below
-        value = _sum(xp, P.p * xp.log(P.p / Q.p))
+        # or underflowing ratio) comes out NaN or infinite and takes the guarded formula below. NumPy: SciPy's
+        # rel_entr, the same p log(p / q) in one ufunc (0 where p = 0)
+        value = _sum(xp, _rel_entr(P.p, Q.p) if xp is np else P.p * xp.log(P.p / Q.p))
+        if xp is np and math.isfinite(value if value.ndim == 0 else np.add.reduce(value, axis=None)):  # any inf or NaN shows in the sum
+            return _non_negative(xp, value)
         fast = xp.isfinite(value)
         if bool(fast.all()):
             return _non_negative(xp, value)

@@ -169,11 +169,14 @@ def test_small_numpy_inputs_take_the_short_path_with_the_general_paths_numbers(n
     measure = {"kl": measures.KL, "js": measures.JS, "tvd": measures.TVD, "cross_entropy": measures.CROSS_ENTROPY,
                "hellinger": measures.HELLINGER, "entropy": measures.ENTROPY}[name]
     arity = 1 if name == "entropy" else 2
-    for shape in [(3,), (4, 7), (2, 3, 5)]:
+    # up to 32 values the probabilities are checked as Python floats, beyond as arrays; with and without a zero
+    for shape, impossible in [((3,), True), ((4, 7), True), ((2, 3, 5), True), ((5, 8), True), ((3,), False),
+                              ((5, 8), False)]:
         x = [rng.standard_normal(shape) for _ in range(arity)]
         x = [a if from_logits else np.exp(a) / np.exp(a).sum(-1, keepdims=True) for a in x]
         x = [a.astype(dtype) for a in x]
-        x[0][..., 0] = -np.inf if from_logits else 0.0  # an impossible outcome on the first side
+        if impossible:
+            x[0][..., 0] = -np.inf if from_logits else 0.0  # an impossible outcome on the first side
         if not from_logits:
             x[0] = (x[0] / x[0].sum(-1, keepdims=True)).astype(dtype)
         options = dict(axis=-1, from_logits=from_logits, base=2.0, validate=True)
@@ -185,5 +188,6 @@ def test_small_numpy_inputs_take_the_short_path_with_the_general_paths_numbers(n
         want = general.layout.values(general.values)
         assert short.dtype == want.dtype and short.shape == want.shape == shape[:-1]
         np.testing.assert_array_equal(short, want)
-    bad = np.array([0.5, 0.6, -0.1], dtype=dtype)
-    assert _engine.small_numpy(measure, [bad] * arity, dict(from_logits=False)) is None  # the general path says why
+    for bad in ([0.5, 0.6, -0.1], [0.5, np.nan, 0.5], [0.5, 0.5, 0.01], [[0.125] * 8] * 4 + [[0.125] * 7 + [0.13]]):
+        bad = np.array(bad, dtype=dtype)
+        assert _engine.small_numpy(measure, [bad] * arity, dict(from_logits=False)) is None  # the general path says why

@@ -45,9 +45,10 @@ def wanted(elements: int, device: torch.device, key: Any = None) -> bool:
     (of more than ``nn_small`` logits) once that kernel has evaluated ``compile_after_elements`` logits
     eagerly, summed over its calls: a training loop's steps repay the compilation together, while a few calls
     never pay for it. From 2^15 logits the compiled kernel takes 0.2-0.9x the eager one's time (2^15 to 2^18,
-    measured); smaller calls stay eager (the dense ones take the small path)."""
+    measured); smaller calls stay eager (the dense ones take the small path). Never inside a caller's
+    ``torch.compile``: the caller's graph takes the kernel in, so there is nothing to compile apart."""
     config = _config.get_config()
-    if config.kernel == "eager" or device.type not in ("cpu", "cuda"):
+    if config.kernel == "eager" or device.type not in ("cpu", "cuda") or torch.compiler.is_compiling():
         return False
     if config.kernel == "compiled":
         return True

@@ -161,6 +161,35 @@ def test_compiled_rows_that_are_not_tame_are_evaluated_again_with_the_guarded_fo
     torch.testing.assert_close(fast_g[finite], eager_g[finite], rtol=2e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("teacher_kind", ["dense", "topk"])
+@pytest.mark.parametrize("policy", ["auto", "always"])
+def test_a_loss_inside_the_callers_torch_compile_gives_the_eager_numbers_and_refuses_nan(teacher_kind, policy):
+    # the caller compiles a step that holds the loss: the kernel is traced into the caller's graph, where rows
+    # that are not tame (an impossible outcome, a wide span) must still get the guarded formulas, and a NaN row
+    # the loss's one-line error (it used to re-evaluate the rows forever: RecursionError)
+    g = torch.Generator().manual_seed(2)
+    s, t = 3 * torch.randn(6, 40, generator=g), 3 * torch.randn(6, 40, generator=g)
+    s[1, :5] = -float("inf")
+    t[2, 3:9] = -float("inf")
+    s[3, 7] = -150.0
+    teacher, kw = t, dict(divergence="kl", reduction="none")
+    if teacher_kind == "topk":
+        lp, idx = torch.log_softmax(t, -1).topk(8, -1)
+        teacher, kw = TopK(idx, lp), dict(kw, tail="bucket")
+    eager_v, eager_g = _value_and_grad(lambda x: distillation_loss(x, teacher, **kw).sum(), s)
+    step = torch.compile(lambda x: distillation_loss(x, teacher, **kw).sum())
+    with kldiv.config_context(compile=policy):
+        got_v, got_g = _value_and_grad(step, s)
+        torch.testing.assert_close(got_v, eager_v, rtol=2e-6, atol=1e-7)
+        finite = torch.isfinite(eager_g)
+        assert torch.equal(finite, torch.isfinite(got_g))
+        torch.testing.assert_close(got_g[finite], eager_g[finite], rtol=2e-5, atol=1e-7)
+        bad = s.clone()
+        bad[4, 2] = float("nan")
+        with pytest.raises(ValueError, match=r"the loss is NaN at position \(4,\)"):
+            step(bad.requires_grad_(True))
+
+
 def test_auto_compiles_a_kernel_once_its_calls_have_done_enough_work_eagerly():
     # calls of 4 x 67 = 268 logits, below compile_min_elements: eager until the kernel has evaluated 804 logits
     # (three calls), compiled from the fourth call on, with the same numbers; calls of at most nn_small logits

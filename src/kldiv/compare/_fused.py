@@ -15,6 +15,7 @@ logits (one per chosen group) are >= the smallest chosen group maximum. The row 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import array_api_compat.torch as xp
@@ -47,15 +48,15 @@ def top_indices(x: Any, k: int, group: int) -> tuple[Any, Any]:
     return index, group_max.amax(-1)
 
 
-def _kernel(reverse: bool, labelled: bool, dtype: torch.dtype):
+def _kernel(reverse: bool, labelled: bool, dtype: torch.dtype, optimistic: bool = False):
     """Row reductions of a block, from which :func:`_finish` gives KLD, JS, TVD and the label log-probabilities:
     the row forms' sums of KL (reference first, or other first with ``reverse``), JS and TVD, both sides' sums of
     exponentials, and the label's shifted logit on each side as a masked sum over the row (a gather would be a
-    separate loop). Compiled, it takes the row forms' select-free formulas on every row and returns the rows'
-    bounds as well (see :func:`kldiv._rows.side`): rows that are not tame are evaluated again eagerly."""
+    separate loop). ``optimistic`` (the compiled kernel): the row forms' select-free formulas on every row, and
+    the rows' bounds returned as well (see :func:`kldiv._rows.side`); rows that are not tame are evaluated again
+    eagerly, with the guarded formulas."""
 
     def kernel(reference: Any, other: Any, labels: Any) -> tuple[tuple[Any, ...], Any]:
-        optimistic = torch.compiler.is_compiling()
         a, b = _rows.side(xp, reference.to(dtype), optimistic), _rows.side(xp, other.to(dtype), optimistic)
         sums = (
             *KL.rows.sums(xp, *((b, a) if reverse else (a, b))),
@@ -108,7 +109,7 @@ def token_rows(
     dtype = torch.float64 if torch.float64 in (reference.dtype, other.dtype) else torch.float32
     labelled = labels is not None
     key = ("compare", reverse, labelled, dtype, v, reference.dtype, other.dtype, reference.device.type)
-    make = lambda: _kernel(reverse, labelled, dtype)  # noqa: E731
+    make = functools.partial(_kernel, reverse, labelled, dtype)
     gather = torch.as_tensor(labels, dtype=torch.int64, device=reference.device) if labelled else None
     group = group_size(v, k)
     rows: dict[str, Any] = {}
@@ -123,12 +124,12 @@ def token_rows(
         gather = gather.expand(2) if labelled else None
     y = gather if labelled else torch.zeros(0, dtype=torch.int64, device=reference.device)
     reference, other = reference.contiguous(), other.contiguous()
-    sums, bounds = _compile.call(key, make, reference, other, y)
+    sums, bounds = _compile.call(key, functools.partial(make, True), reference, other, y)
     values = _finish(sums, reverse, dtype)
     exact = _rows.tame_rows(bounds)
     if exact is not None and not bool(exact.all()):  # rows with an edge: the guarded formulas, eagerly
         again = torch.nonzero(~exact)[:, 0]
-        fixed = _finish(make()(reference[again], other[again], y[again] if labelled else y)[0], reverse, dtype)
+        fixed = _finish(make(False)(reference[again], other[again], y[again] if labelled else y)[0], reverse, dtype)
         for name, value in values.items():
             value[again] = fixed[name]
     rows.update({name: value[:n] for name, value in values.items()})

@@ -105,7 +105,8 @@ def tempered(logits: torch.Tensor, inv_temperature: float | torch.Tensor, dtype:
     return scaled(squashed(squash, logits.to(dtype)), inv_temperature)
 
 
-def _dense_kernel(div: Divergence, shards: Any = None, squash: tuple[Squash | None, Squash | None] = (None, None)):
+def _dense_kernel(div: Divergence, shards: Any = None, squash: tuple[Squash | None, Squash | None] = (None, None),
+                  optimistic: bool = False):
     def kernel(student, teacher, inv_temperature, grad_scale, out):
         dtype = work_dtype(student.dtype, teacher.dtype)
         y_s = tempered(student, inv_temperature, dtype, squash[0])
@@ -114,7 +115,6 @@ def _dense_kernel(div: Divergence, shards: Any = None, squash: tuple[Squash | No
             s, t = _rows.shared_sides(xp, (y_s, y_t), shards)
             found = div.reductions(s, t, inv_temperature * grad_scale, out, shards), None
         else:
-            optimistic = torch.compiler.is_compiling()  # compiled: select-free formulas, row bounds returned
             s, t = _rows.side(xp, y_s, optimistic), _rows.side(xp, y_t, optimistic)
             found = div.reductions(s, t, inv_temperature * grad_scale, out), _rows.bounds(s, t)
         if out is not None and squash[0] is not None:
@@ -151,7 +151,7 @@ def run_dense(
     chunks = functools.partial(
         run_chunks,
         ("dense", div, grad_out is not None, squash),
-        lambda: _dense_kernel(div, shards, squash),
+        functools.partial(_dense_kernel, div, shards, squash),
         div.finish,
         [student, teacher],
         student.shape[1] if shards is None else shards.width,
@@ -240,11 +240,11 @@ def run_chunks(
 ) -> torch.Tensor:
     """The row-chunk loop shared by every kernel.
 
-    ``make()(*chunks, inv_temperature, grad_scale, out)`` writes the chunk's gradient into ``out`` (None: no
-    gradient; the two scales are numbers eagerly and 0-d tensors of the work dtype compiled) and returns row
-    reductions, which ``finish`` turns into the chunk's values, and a (rows,) mask of
-    the rows it evaluated exactly (None: all). Compiled kernels take the row forms' select-free formulas for every
-    row (:func:`kldiv._rows.side` with ``optimistic``); the rows they mark as not tame (an impossible outcome, a
+    ``make(optimistic)(*chunks, inv_temperature, grad_scale, out)`` writes the chunk's gradient into ``out``
+    (None: no gradient; the two scales are numbers eagerly and 0-d tensors of the work dtype compiled) and
+    returns row reductions, which ``finish`` turns into the chunk's values, and a (rows,) mask of the rows it
+    evaluated exactly (None: all). Compiled kernels (``make(True)``) take the row forms' select-free formulas for
+    every row (:func:`kldiv._rows.side` with ``optimistic``); the rows they mark as not tame (an impossible outcome, a
     NaN, a probability below the float32 normal range) are evaluated again eagerly, where the guarded formulas
     apply, and their values and gradients replaced. ``inputs`` are 2-D
     with one row per row of the result; ``width`` is the number of columns the kernel reads per row (for
@@ -267,7 +267,9 @@ def run_chunks(
     else:  # eagerly numbers: no tensor to make, and none to read back for temperature 1
         inv_t, scale = 1.0 / temperature, grad_scale if isinstance(grad_scale, torch.Tensor) else float(grad_scale)
     values = None if rows is None and n_sel <= step else torch.zeros(n, dtype=dtype, device=device)
-    eager = make()
+    # the compiled kernel is optimistic; the eager one never is, so that inside a caller's torch.compile (which
+    # traces it) it takes the guarded formulas on every row and leaves none to evaluate again
+    optimistic, eager = functools.partial(make, True), make(False)
     buffers = None  # chunk-sized copies of the inputs and the gradient, for selected rows
     redo: list[torch.Tensor] = []  # rows a compiled chunk did not evaluate exactly
     for lo in range(0, n_sel, step):
@@ -292,7 +294,7 @@ def run_chunks(
                 used.append(buffers[-1][:size])
             chunks, out = used[: len(inputs)], (used[-1] if grad_out is not None else None)
         if compile_it:
-            pieces, bounds = _compile.call(key, make, *chunks, inv_t, scale, out)
+            pieces, bounds = _compile.call(key, optimistic, *chunks, inv_t, scale, out)
         else:
             pieces, bounds = eager(*chunks, inv_t, scale, out)
         exact = _rows.tame_rows(bounds)

@@ -90,7 +90,8 @@ def spread(g: torch.Tensor, x: torch.Tensor, indices: torch.Tensor, tail: Any, s
     return grad
 
 
-def _topk_kernel(div: Divergence, bucket: bool, shards: Any = None, squash: Squash | None = None):
+def _topk_kernel(div: Divergence, bucket: bool, shards: Any = None, squash: Squash | None = None,
+                 optimistic: bool = False):
     def kernel(student, indices, logprobs, inv_temperature, grad_scale, out):
         """The row form's reductions over the k (+1) outcomes; the student gradient scattered into ``out``.
         On a vocabulary slice the outcomes are the same on every rank, so their row form runs unshared."""
@@ -98,7 +99,6 @@ def _topk_kernel(div: Divergence, bucket: bool, shards: Any = None, squash: Squa
         raw = student.to(dtype)
         x = squashed(squash, raw)
         s_logits, t_logits, tail = outcomes(x, indices, logprobs.to(dtype), bucket, shards)
-        optimistic = torch.compiler.is_compiling()  # see run_chunks: rows not tame are evaluated again eagerly
         s = _rows.side(xp, scaled(s_logits, inv_temperature), optimistic)
         t = _rows.side(xp, scaled(t_logits, inv_temperature), optimistic)
         g = torch.empty_like(s.p) if out is not None else None
@@ -135,7 +135,7 @@ def run_topk(
     chunks = functools.partial(
         run_chunks,
         ("topk", div, bucket, grad_out is not None, squash),
-        lambda: _topk_kernel(div, bucket, shards, squash),
+        functools.partial(_topk_kernel, div, bucket, shards, squash),
         div.finish,
         [student, indices, logprobs],
         student.shape[1] if shards is None else shards.width,

@@ -489,9 +489,13 @@ HELLINGER = Measure("hellinger", _hellinger_value, _hellinger_vjp)
 def _renyi_terms(xp, P: Canon, Q: Canon, alpha: float) -> tuple[Any, Any]:
     """log(p_i^a q_i^(1-a)) (``-inf`` where p_i = 0) and its log-sum-exp over the row."""
     t = xp.where(P.lp == -INF, -INF, alpha * P.lp + (1 - alpha) * Q.lp)
+    return t, _log_sum_exp(xp, t)
+
+
+def _log_sum_exp(xp, t: Any) -> Any:
     top = xp.max(t, axis=-1, keepdims=True)
     top = xp.where(xp.isinf(top), 0.0, top)
-    return t, top[..., 0] + xp.log(_sum(xp, xp.exp(t - top)))
+    return top[..., 0] + xp.log(_sum(xp, xp.exp(t - top)))
 
 
 def _renyi_max_terms(xp, P: Canon, Q: Canon) -> Any:
@@ -535,7 +539,14 @@ def _renyi_vjp(xp, P: Canon, Q: Canon, value, logits: bool, *, alpha: float) -> 
             return e, -e
         return xp.where(e > 0, _safe_reciprocal(xp, P.p), 0.0), -xp.where(e > 0, _safe_reciprocal(xp, Q.p), 0.0)
     t, log_s = _renyi_terms(xp, P, Q, alpha)
-    log_s = xp.where(xp.isfinite(log_s), log_s, INF)[..., None]  # infinite rows get zero weights
+    if alpha > 1:
+        # a term is +inf where q_i = 0 < p_i, and so is the value: the weights w_i = p_i^a q_i^(1-a) / S are
+        # then their limit as those q_i -> 0 together, p_i^a / sum p_k^a over those terms (0 elsewhere)
+        hit = t == INF
+        infinite = xp.any(hit, axis=-1, keepdims=True)
+        t = xp.where(infinite, xp.where(hit, alpha * P.lp, -INF), t)
+        log_s = xp.where(infinite[..., 0], _log_sum_exp(xp, t), log_s)
+    log_s = xp.where(xp.isfinite(log_s), log_s, INF)[..., None]  # rows with S = 0 (or NaN) get zero weights
     if logits:
         # d/dlog p_i = a/(a-1) w_i with w_i = p_i^a q_i^(1-a) / S; returned less the row constant a/(a-1) p_i
         # (which the log-softmax backward removes): p_i expm1(t_i - log p_i - log S) has no cancellation near a = 1

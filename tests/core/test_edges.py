@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.special
 
 import kldiv
 
@@ -68,6 +69,32 @@ def test_renyi_at_alpha_inf_has_finite_gradients_where_its_value_is_zero():
     assert float(value) == 0.0
     np.testing.assert_array_equal(gp, [1.0, 0.0])  # d/dp_k log(p_k / q_k) at the arg max, 0 elsewhere
     np.testing.assert_array_equal(gq, [-1.0, 0.0])
+
+
+@pytest.mark.parametrize("alpha", [1.5, 2.0, 3.0])
+def test_renyi_above_one_where_q_rules_out_an_outcome_of_p_has_the_gradients_of_the_limit(alpha):
+    # the value is +inf; the gradient is its limit as the excluded q_i shrink together, which the oracle reaches
+    # by excluding them almost (logit -600, probability ~1e-261 in float64): the rest of the row no longer counts
+    x = np.array([[0.3, -1.0, 0.2, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    y = np.array([[0.5, -INF, -INF, 0.1], [0.0, -INF, 0.0, 0.0]])
+    near = np.where(np.isinf(y), -600.0, y)
+    assert np.isinf(kldiv.renyi(x, y, alpha=alpha, from_logits=True)).all()
+    for got, want in zip(kldiv.grad.renyi(x, y, alpha=alpha, from_logits=True),
+                         kldiv.grad.renyi(x, near, alpha=alpha, from_logits=True), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    p, q = scipy.special.softmax(x, axis=-1), scipy.special.softmax(y, axis=-1)
+    gp, gq = kldiv.grad.renyi(p, q, alpha=alpha)
+    _, gq_near = kldiv.grad.renyi(p, scipy.special.softmax(near, axis=-1), alpha=alpha)
+    on = q == 0  # the excluded outcomes: there d/dp_i = a/(a-1) p_i^(a-1) / sum over them of p^a, 0 elsewhere
+    want_p = np.where(on, alpha / (alpha - 1) * p ** (alpha - 1) / np.where(on, p**alpha, 0).sum(-1, keepdims=True), 0)
+    np.testing.assert_allclose(gp, want_p, rtol=1e-12, atol=0)
+    assert (gq[on] == -INF).all() and (gq[~on] == 0).all() and np.abs(gq_near[~on]).max() < 1e-100
+    t = torch.tensor(x, requires_grad=True)
+    u = torch.tensor(y, requires_grad=True)
+    kldiv.renyi(t, u, alpha=alpha, from_logits=True).sum().backward()
+    want = kldiv.grad.renyi(x, y, alpha=alpha, from_logits=True)
+    np.testing.assert_allclose(t.grad.numpy(), want[0], rtol=1e-12)
+    np.testing.assert_allclose(u.grad.numpy(), want[1], rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("u", [1e-9, -1e-9, 1e-6, 1e-3, -1e-3, 0.2])

@@ -549,9 +549,14 @@ def _renyi_vjp(xp, P: Canon, Q: Canon, value, logits: bool, *, alpha: float) -> 
     log_s = xp.where(xp.isfinite(log_s), log_s, INF)[..., None]  # rows with S = 0 (or NaN) get zero weights
     if logits:
         # d/dlog p_i = a/(a-1) w_i with w_i = p_i^a q_i^(1-a) / S; returned less the row constant a/(a-1) p_i
-        # (which the log-softmax backward removes): p_i expm1(t_i - log p_i - log S) has no cancellation near a = 1
-        shifted = xp.where(P.lp == -INF, 0.0, P.p * xp.expm1(xp.where(P.lp == -INF, 0.0, t - P.lp) - log_s))
-        return (alpha / (alpha - 1)) * shifted, -xp.exp(t - log_s)
+        # (which the log-softmax backward removes): w_i - p_i = p_i expm1(t_i - log p_i - log S), which has no
+        # cancellation near a = 1; where that exponent exceeds 1 (p_i may even have underflowed to 0 while
+        # log p_i is finite, and e^exponent overflow) w_i - p_i itself, which loses at most a factor e / (e - 1)
+        w = xp.exp(t - log_s)
+        exponent = xp.where(P.lp == -INF, 0.0, t - P.lp) - log_s
+        near = P.p * xp.expm1(xp.minimum(exponent, 1.0))
+        shifted = xp.where(P.lp == -INF, 0.0, xp.where(exponent > 1, w - P.p, near))
+        return (alpha / (alpha - 1)) * shifted, -w
     # with w_i = p_i^a q_i^(1-a) / S: d/dp_i = a/(a-1) p_i^(a-1) q_i^(1-a) / S and d/dq_i = -p_i^a q_i^(-a) / S, with their limits at zero
     if alpha == 0:
         grad_p = xp.zeros_like(P.p)

@@ -97,6 +97,17 @@ def test_renyi_above_one_where_q_rules_out_an_outcome_of_p_has_the_gradients_of_
     np.testing.assert_allclose(u.grad.numpy(), want[1], rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 0.9, 1.5, 2.0])
+def test_renyi_gradients_in_float32_where_a_probability_underflows_are_the_float64_ones(alpha):
+    # e^-120 is 0 in float32 while its log-probability is finite: the gradient must not form 0 * e^120
+    x, y = np.array([[0.0, -120.0], [0.0, -100.0]]), np.array([[0.0, 0.0], [1.0, -90.0]])
+    want = kldiv.grad.renyi(x, y, alpha=alpha, from_logits=True)
+    got = kldiv.grad.renyi(x.astype(np.float32), y.astype(np.float32), alpha=alpha, from_logits=True)
+    for g, w in zip(got, want, strict=True):
+        assert np.isfinite(g).all()
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("u", [1e-9, -1e-9, 1e-6, 1e-3, -1e-3, 0.2])
 def test_renyi_near_alpha_one_is_kl_continuously_without_cancellation(u):
     p, q = np.array([0.3, 0.7]), np.array([0.31, 0.69])

@@ -514,6 +514,12 @@ def _renyi_value(xp, P: Canon, Q: Canon, *, alpha: float) -> Any:
         return _kl_value(xp, P, Q)
     if alpha == INF:
         return _non_negative(xp, xp.max(_renyi_max_terms(xp, P, Q), axis=-1))
+    if alpha == 0:
+        # -log Q(supp P) = -log1p(-Q(outside supp P)): on the simplex the same, and exact where little of Q
+        # lies outside (the sum of Q over the support would round to 1 and cancel: 0 must come out 0). NaN in
+        # either side reaches the sum through 0 * (p + q)
+        outside = _sum(xp, xp.where(P.lp == -INF, Q.p, 0.0 * (P.p + Q.p)))
+        return _non_negative(xp, -xp.log1p(-outside))
     u = alpha - 1
     _, log_s = _renyi_terms(xp, P, Q, alpha)
     if abs(u) >= _RENYI_SERIES_WITHIN:

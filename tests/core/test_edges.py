@@ -108,6 +108,22 @@ def test_renyi_gradients_in_float32_where_a_probability_underflows_are_the_float
         np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("library", ["numpy", "torch", "jax"])
+def test_renyi_at_alpha_zero_is_exact_where_little_of_q_lies_outside_the_support_of_p(library):
+    # D_0 = -log Q(supp P): from the mass outside (log1p), not from the sum over the support, which rounds to 1
+    convert = {"numpy": np.asarray, "torch": torch.tensor, "jax": lambda a: _jax()[1].asarray(a)}[library]
+    outside = np.array([7.7e-5, 3e-7, 0.0, 1.0], dtype=np.float32)
+    p = np.array([[0.0, 0.3, 0.7], [0.0, 0.5, 0.5], [0.2, 0.3, 0.5], [0.0, 0.5, 0.5]], dtype=np.float32)
+    q = np.stack([outside, (1 - outside) / 2, (1 - outside) / 2], axis=-1).astype(np.float32)
+    got = np.asarray(kldiv.renyi(convert(p), convert(q), alpha=0.0, validate=False), dtype=np.float64)
+    want = -np.log1p(-outside.astype(np.float64))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert got[2] == 0.0 and got[3] == INF  # full support: exactly 0; disjoint: +inf
+    x = convert(np.array([[0.0, 1.0, NAN], [0.0, 1.0, 2.0]]))
+    y = convert(np.array([[0.0, 0.0, 0.0], [3.0, NAN, 0.0]]))
+    assert np.isnan(np.asarray(kldiv.renyi(x, y, alpha=0.0, from_logits=True, validate=False))).all()
+
+
 @pytest.mark.parametrize("u", [1e-9, -1e-9, 1e-6, 1e-3, -1e-3, 0.2])
 def test_renyi_near_alpha_one_is_kl_continuously_without_cancellation(u):
     p, q = np.array([0.3, 0.7]), np.array([0.31, 0.69])

@@ -184,18 +184,17 @@ def sum_tolerance(eps: float, outcomes: int = 1, smallest_normal: float | None =
     Half precision (float16, bfloat16, given their ``smallest_normal`` ``tiny``): what rounding can produce and no
     more. Rounding to nearest moves a stored value by at most half an ulp: ``eps / 2`` of itself, or
     ``eps / 2 * tiny`` (half the spacing of the subnormals) below ``tiny``; over ``n = outcomes`` values the sum
-    of a true distribution rounded to the dtype moves by at most ``eps / 2 * (1 + n * tiny)``. Normalising in
-    the dtype (``x / x.sum()``, as :func:`kldiv.normalize` does) rounds the divisor once more, which doubles
-    the bound, so the tolerance is ``1.25 * eps * (1 + n * tiny)``: two roundings, with a quarter to spare for
-    their second-order term and the float32 summation of the check itself (``log2(n) * 2**-24`` for a pairwise
-    sum, far smaller). That is 1.2e-3 for float16 over few outcomes (3.6e-3 over 32000, whose probabilities are
-    mostly subnormal) and 9.8e-3 for bfloat16, instead of ``sqrt(eps)``'s 3 % and 8.8 %, which let through
-    inputs that are not distributions and give negative KL. A half-precision format whose ``smallest_normal``
-    is not given (float8) keeps ``sqrt(eps)``.
+    of a true distribution rounded to the dtype moves by at most ``eps / 2 * (1 + n * tiny)``, to which the
+    check's own float32 pairwise sum adds at most ``log2(n) * 2**-24``. That is 4.9e-4 for float16 over few
+    outcomes (1.5e-3 over 32000, whose probabilities are mostly subnormal) and 3.9e-3 for bfloat16, instead of
+    ``sqrt(eps)``'s 3 % and 8.8 %, which let through inputs that are not distributions and give negative KL.
+    Dividing by a sum in the half dtype rounds twice and may miss that bound; :func:`kldiv.normalize` divides in
+    float32 and rounds once. A half-precision format whose ``smallest_normal`` is not given (float8) keeps
+    ``sqrt(eps)``.
     """
     if eps <= 2.0**-23 or smallest_normal is None:
         return max(1e-6, math.sqrt(eps))
-    return 1.25 * eps * (1 + outcomes * smallest_normal)
+    return 0.5 * eps * (1 + outcomes * smallest_normal) + math.log2(max(outcomes, 2)) * 2.0**-24
 
 
 def _smallest_normal(xp: Any, eps: float) -> float | None:

@@ -729,8 +729,10 @@ def normalize(p: Any, axis: int = -1):
 
     ``p_i / sum_j p_j``, computed as ``(p_i / m) / sum_j (p_j / m)`` with ``m = max_j p_j``, so that weights whose
     sum overflows the dtype (``[3e38, 3e38]`` in float32) still give their exact ratios instead of zeros, and
-    subnormal weights keep their digits. Raises ``ValueError`` for negative, NaN or infinite weights and for a row
-    that sums to 0. Empty batches give empty results; meta tensors (no values) are not checked.
+    subnormal weights keep their digits. Half precision (float16, bfloat16) is normalised in float32 and rounded
+    once, so the result is a true distribution rounded to the dtype, which the measures accept. Raises
+    ``ValueError`` for negative, NaN or infinite weights and for a row that sums to 0. Empty batches give empty
+    results; meta tensors (no values) are not checked.
     """
     _validate.check_not_tf("kldiv.normalize", p)
     xp, arrays, layout = _engine.prepare((p,), ("p",), axis)
@@ -738,8 +740,11 @@ def normalize(p: Any, axis: int = -1):
     if _backend.has_values(x) and layout.n_rows > 0:
         loc = _validate.Locator("p", layout.shapes[0], layout.axes[0], layout.batch)
         _validate.check_normalizable(xp, layout.rows[0], 0, loc)
-    scaled = x / xp.max(x, axis=layout.axes[0], keepdims=True)
-    return scaled / xp.sum(scaled, axis=layout.axes[0], keepdims=True)
+    work = _backend.compute_dtype(xp, x.dtype)
+    wide = x if work == x.dtype else xp.astype(x, work)
+    scaled = wide / xp.max(wide, axis=layout.axes[0], keepdims=True)
+    result = scaled / xp.sum(scaled, axis=layout.axes[0], keepdims=True)
+    return result if work == x.dtype else xp.astype(result, x.dtype)
 
 
 MEASURES: dict[str, Measure] = {m.name: m for m in (ENTROPY, CROSS_ENTROPY, KL, JS, SKEW_KL, TVD, HELLINGER, RENYI)}

@@ -159,6 +159,24 @@ def test_half_precision_output_of_normalize_is_accepted(dtype, outcomes):
 @pytest.mark.parametrize(
     "dtype,values",
     [
+        ("float16", [0.25, 0.25, 0.25, 0.25 + 4 * 2.0**-12]),  # sums to 1 + 9.8e-4: twice what rounding can do
+        ("bfloat16", [0.25, 0.25, 0.25, 0.25 + 3 * 2.0**-9]),  # 1 + 5.9e-3, 1.5 times
+    ],
+)
+def test_half_precision_sums_beyond_half_an_ulp_of_one_are_refused(dtype, values):
+    import torch
+
+    p = torch.tensor(values, dtype=getattr(torch, dtype))
+    eps = torch.finfo(p.dtype).eps
+    assert float(p.double().sum()) - 1 > 1.4 * eps / 2  # exactly representable, so the stored sum is the one above
+    with pytest.raises(ValueError, match="p does not sum to 1 along axis 0"):
+        kldiv.kl(p, torch.full((4,), 0.25, dtype=p.dtype))
+    kldiv.kl(kldiv.normalize(p), torch.full((4,), 0.25, dtype=p.dtype))  # normalised, it is accepted
+
+
+@pytest.mark.parametrize(
+    "dtype,values",
+    [
         ("float16", [0.25, 0.25, 0.52]),  # sums to 1.02; sqrt(eps) = 3 % used to accept it
         ("float16", [0.25, 0.25, 0.505]),  # 1.005
         ("bfloat16", [0.25, 0.25, 0.53]),  # 1.03; sqrt(eps) = 8.8 % used to accept it

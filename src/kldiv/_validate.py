@@ -118,6 +118,20 @@ def check_in_unit_interval(name: str, value: Any) -> float:
     return number
 
 
+def check_open_unit_interval(name: str, value: Any) -> float:
+    number = check_number(name, value, "a number in (0, 1)")
+    if not 0 < number < 1:  # also rejects NaN
+        raise ValueError(f"{name} must lie in (0, 1), got {_shown(value)}")
+    return number
+
+
+def check_positive_integers(name: str, value: Any) -> tuple[int, ...]:
+    """A non-empty tuple (or list) of integers >= 1, as ``top_k=(5, 10)``."""
+    if not isinstance(value, tuple | list) or not value:
+        raise TypeError(f"{name} must be a non-empty tuple of positive integers, got {_shown(value)}")
+    return tuple(check_integer_at_least(name, k, 1, "a non-empty tuple of positive integers") for k in value)
+
+
 def check_renyi_alpha(alpha: Any) -> float:
     number = check_number("alpha", alpha, "a number >= 0 (1 gives KL, inf gives log max p/q)")
     if not number >= 0:  # also rejects NaN

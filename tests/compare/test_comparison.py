@@ -197,6 +197,26 @@ def test_mistakes_raise_one_clear_message(make, message):
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "settings, error, message",
+    [
+        (dict(reverse=1), TypeError, "reverse must be True or False, got 1"),
+        (dict(vocab_size=True), TypeError, "vocab_size must be a positive integer or None, got True"),
+        (dict(vocab_size=0), ValueError, "vocab_size must be a positive integer or None, got 0"),
+        (dict(top_k=5), TypeError, "top_k must be a non-empty tuple of positive integers, got 5"),
+        (dict(top_k=(5, 0)), ValueError, "top_k must be a non-empty tuple of positive integers, got 0"),
+        (dict(relative_accuracy="x"), TypeError, "relative_accuracy must be a number in (0, 1), got 'x'"),
+        (dict(relative_accuracy=1.0), ValueError, "relative_accuracy must lie in (0, 1), got 1.0"),
+        (dict(exact_limit=2.5), TypeError, "exact_limit must be an int >= 0, got 2.5"),
+        (dict(exact_limit=True), TypeError, "exact_limit must be an int >= 0, got True"),
+    ],
+)
+def test_bad_settings_raise_one_clear_message(settings, error, message):
+    with pytest.raises(error) as raised:
+        Comparison(**settings)
+    assert message in str(raised.value)
+
+
 def test_changing_vocabulary_between_chunks_is_refused():
     a, b, _ = random_logits()
     c = Comparison()

@@ -166,17 +166,10 @@ class Comparison:
         relative_accuracy: float = 1e-3,
         exact_limit: int = 1 << 16,
     ):
-        if not isinstance(reverse, bool):
-            raise TypeError(f"reverse must be True or False, got {reverse!r}")
-        if vocab_size is not None and (isinstance(vocab_size, bool) or not isinstance(vocab_size, int | np.integer)
-                                       or vocab_size < 1):
-            raise ValueError(f"vocab_size must be a positive integer or None, got {vocab_size!r}")
-        top_k = tuple(top_k)
-        if not top_k or any(isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1 for k in top_k):
-            raise ValueError(f"top_k must be a non-empty tuple of positive integers, got {top_k!r}")
-        self.reverse = reverse
-        self.vocab_size = None if vocab_size is None else int(vocab_size)
-        self.top_k = tuple(int(k) for k in top_k)
+        self.reverse = _validate.check_flag("reverse", reverse)
+        self.vocab_size = None if vocab_size is None else _validate.check_integer_at_least(
+            "vocab_size", vocab_size, 1, "a positive integer or None")
+        self.top_k = _validate.check_positive_integers("top_k", top_k)
         self.direction = "KL(other || reference)" if reverse else "KL(reference || other)"
         self._tokens = Moments(("kld", "js", "tvd", "same_top") + tuple(f"overlap{k}" for k in self.top_k))
         self._labelled = Moments(("nll_reference", "nll_other", "nll_difference", "delta_p", "delta_p_squared"))

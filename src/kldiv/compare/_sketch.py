@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from .. import _validate
+
 TINY = 1e-30  # |x| below this is stored as 0: an absolute error of at most 1e-30
 HUGE = 1e30  # |x| above this (and inf) is stored in an overflow bucket, answered by the exact extremes
 
@@ -40,12 +42,8 @@ class QuantileSketch:
     """
 
     def __init__(self, relative_accuracy: float = 1e-3, exact_limit: int = 1 << 16):
-        if not 0 < relative_accuracy < 1:
-            raise ValueError(f"relative_accuracy must lie in (0, 1), got {relative_accuracy!r}")
-        if exact_limit < 0:
-            raise ValueError(f"exact_limit must be >= 0, got {exact_limit!r}")
-        self.relative_accuracy = float(relative_accuracy)
-        self.exact_limit = int(exact_limit)
+        self.relative_accuracy = _validate.check_open_unit_interval("relative_accuracy", relative_accuracy)
+        self.exact_limit = _validate.check_integer_at_least("exact_limit", exact_limit, 0)
         self.gamma = (1 + relative_accuracy) / (1 - relative_accuracy)
         self._log_gamma = math.log(self.gamma)
         self._offset = math.floor(math.log(TINY) / self._log_gamma)

@@ -95,8 +95,19 @@ def _to_tf(x: Any, name: str, like: Any) -> Any:
     raise TypeError(f"{name} has dtype {x.dtype.name}, not a real number type; pass real numbers")
 
 
+def check_not_masked(x: Any, name: str) -> None:
+    """Refuse a NumPy masked array with masked entries: reading it as an array would take the values stored
+    under the mask, silently."""
+    if isinstance(x, np.ma.MaskedArray) and np.ma.is_masked(x):
+        raise TypeError(
+            f"{name} is a masked array with masked entries, which would be read as the values stored under the "
+            f"mask; fill them ({name}.filled(0) for probabilities) or select the entries to use first"
+        )
+
+
 def to_array(x: Any, name: str, xp: Any, like: Any = None) -> Any:
     """Convert ``x`` to a floating-point array of namespace ``xp``; non-numeric input is a ``TypeError``."""
+    check_not_masked(x, name)
     if is_tf_namespace(xp):
         return _to_tf(x, name, like)
     if xp is np:

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from . import _backend
+
 # --- numbers: the one type policy -------------------------------------------------------------------
 
 
@@ -765,6 +767,7 @@ def check_ramp(ramp: Any) -> str:
 def check_real_array(x: Any, name: str, what: str) -> np.ndarray:
     """A float64 NumPy copy of ``x`` (torch tensors are detached first); ``what`` says what ``x`` should hold,
     for the ``TypeError`` on input that is not real numbers."""
+    _backend.check_not_masked(x, name)
     if hasattr(x, "detach"):  # torch: the estimators work on a NumPy copy
         x = x.detach().cpu()
         x = x.double() if x.is_floating_point() else x

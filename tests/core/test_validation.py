@@ -193,3 +193,17 @@ def test_half_precision_input_that_is_not_a_distribution_is_refused(dtype, value
         kldiv.kl(p, good)
     with pytest.raises(ValueError, match="q does not sum to 1 along axis 0"):
         kldiv.kl(good, p)
+
+
+def test_masked_arrays_with_masked_entries_are_refused_everywhere_they_are_read():
+    import kldiv.estimate
+
+    masked = np.ma.array([0.5, 0.5], mask=[False, True])
+    with pytest.raises(TypeError, match=r"p is a masked array with masked entries.*p.filled\(0\)"):
+        kldiv.kl(masked, [0.25, 0.75])
+    with pytest.raises(TypeError, match="P is a masked array with masked entries"):
+        kldiv.pairwise.kl(np.ma.array(np.full((2, 2), 0.5), mask=[[0, 1], [0, 0]]), np.full((2, 2), 0.5))
+    with pytest.raises(TypeError, match="counts_p is a masked array with masked entries"):
+        kldiv.estimate.plugin(np.ma.array([3, 4], mask=[0, 1]), [2, 5])
+    unmasked = np.ma.array([0.5, 0.5])  # nothing under a mask: read as the plain array
+    assert float(kldiv.kl(unmasked, [0.25, 0.75])) == pytest.approx(float(kldiv.kl([0.5, 0.5], [0.25, 0.75])))

@@ -352,6 +352,21 @@ def check_temperature(value: Any) -> float:
     return number
 
 
+def check_first_order(what: str) -> None:
+    """Refuse ``create_graph=True`` in a torch backward whose gradient was computed in the forward pass: that
+    gradient is not itself differentiable, and a second-order term built on it (a gradient penalty, a
+    Hessian-vector product) would silently get no gradient. Autograd runs a backward with grad mode on exactly
+    when a graph of the backward is asked for."""
+    import torch
+
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{what} has first derivatives only: its torch gradient is computed in the forward pass and is not "
+            "itself differentiable, so backward/autograd.grad with create_graph=True cannot go through it; for "
+            "second derivatives use JAX arrays (jax.hessian and jax.grad of jax.grad work through kldiv)"
+        )
+
+
 def check_float_tensor(name: str, x: Any) -> Any:
     import torch
 

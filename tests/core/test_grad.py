@@ -192,3 +192,17 @@ def test_torch_autograd_through_kldiv_matches_naive_and_gradcheck():
         f = getattr(kldiv, name)
         args = (p.clone().requires_grad_(), q.clone().requires_grad_())
         assert torch.autograd.gradcheck(lambda a, b, f=f, params=params: f(a, b, validate=False, **params), args), name
+
+
+def test_second_derivatives_are_refused_in_torch_and_exact_in_jax():
+    # the torch bridge computes the gradient in forward, so it is not differentiable: create_graph=True must say
+    # so, not hand back a gradient whose own gradient is silently missing (a gradient penalty would train wrong)
+    p, q = [0.2, 0.5, 0.3], [0.3, 0.3, 0.4]
+    x = torch.tensor(p, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match="first derivatives only.*create_graph=True"):
+        torch.autograd.grad(kldiv.kl(x, torch.tensor(q, dtype=torch.float64)), x, create_graph=True)
+    (first,) = torch.autograd.grad(kldiv.kl(x, torch.tensor(q, dtype=torch.float64)), x)
+    np.testing.assert_allclose(first.numpy(), np.log(np.divide(p, q)) + 1, rtol=1e-12)
+    jax = pytest.importorskip("jax")
+    hessian = jax.hessian(lambda a: kldiv.kl(a, jax.numpy.asarray(q)))(jax.numpy.asarray(p))  # float32
+    np.testing.assert_allclose(np.asarray(hessian), np.diag(1 / np.asarray(p)), rtol=1e-6, atol=1e-6)  # d2/dp2 p log(p/q)

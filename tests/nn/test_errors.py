@@ -101,3 +101,14 @@ def test_checked_options_are_remembered_by_value_and_type():
     assert distillation_loss(s, t, temperature=2) == distillation_loss(s, t, temperature=2.0)
     with pytest.raises(ValueError, match="temperature must be a positive finite number"):
         distillation_loss(s, t, temperature=-2)
+
+
+def test_second_derivatives_through_the_losses_are_refused_with_one_clear_message():
+    from kldiv.nn import FusedLinearDistillationLoss
+
+    s, t = torch.randn(3, 6, requires_grad=True), torch.randn(3, 6)
+    with pytest.raises(RuntimeError, match="distillation loss has first derivatives only"):
+        torch.autograd.grad(DistillationLoss("kl")(s, t), s, create_graph=True)
+    h, w = torch.randn(3, 4, requires_grad=True), torch.randn(6, 4, requires_grad=True)
+    with pytest.raises(RuntimeError, match="fused linear loss has first derivatives only"):
+        torch.autograd.grad(FusedLinearDistillationLoss("kl")(h, w, teacher_logits=t), h, create_graph=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .. import _engine
+from .. import _engine, _validate
 
 
 class _MeasureFunction(torch.autograd.Function):
@@ -25,6 +25,7 @@ class _MeasureFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, upstream):
+        _validate.check_first_order("kldiv's measure")
         layout = ctx.layout
         rows = torch.reshape(torch.broadcast_to(upstream, layout.batch), (layout.n_rows, 1))
         grads = []

@@ -203,6 +203,7 @@ class DistillationFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, upstream):
+        _validate.check_first_order("kldiv.nn's distillation loss")
         grad, ctx.grad = ctx.grad, None  # hand the one gradient tensor over (no copy is made anywhere)
         if grad is None:
             raise RuntimeError(

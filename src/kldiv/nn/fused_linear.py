@@ -76,6 +76,7 @@ class FusedLinearFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, upstream):
+        _validate.check_first_order("kldiv.nn's fused linear loss")
         grads, ctx.grads = ctx.grads, None
         if grads is None:
             raise RuntimeError(

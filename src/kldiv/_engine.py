@@ -239,10 +239,10 @@ def small_numpy(measure: Measure, inputs: Sequence[Any], options: dict[str, Any]
     else:
         rows = inputs  # the measure reduces the last axis of any batch shape
         if validate:
-            lowest = _probability_rows(inputs, v, limits[2])
+            lowest = _probability_rows(inputs, v, limits[1])
             if lowest is None:
                 return None
-            quiet = lowest >= limits[1]  # every ratio of two normal probabilities is finite and positive
+            quiet = lowest >= limits[0]  # every ratio of two normal probabilities is finite and positive
     if quiet:
         value = _small_value(measure, rows, from_logits, params)
     else:
@@ -284,9 +284,9 @@ def _small_value(measure: Measure, rows: Any, from_logits: bool, params: dict) -
     return measure.value(np, *[Canon(x, xp=np) for x in rows], **params)
 
 
-# (machine epsilon, smallest normal, sum-to-one tolerance) of the dtypes small_numpy takes; the tolerance of
-# float32 and float64 does not depend on the number of outcomes (see kldiv._validate.sum_tolerance)
-_LIMITS = {np.dtype(t): (float(np.finfo(t).eps), float(np.finfo(t).tiny), _validate.sum_tolerance(float(np.finfo(t).eps)))
+# (smallest normal, sum-to-one tolerance) of the dtypes small_numpy takes; the tolerance of float32 and float64
+# does not depend on the number of outcomes (see kldiv._validate.sum_tolerance)
+_LIMITS = {np.dtype(t): (float(np.finfo(t).tiny), _validate.sum_tolerance(float(np.finfo(t).eps)))
            for t in (np.float32, np.float64)}
 
 

@@ -113,17 +113,12 @@ def check_base(base: Any) -> float | None:
     return math.log(number)
 
 
-def check_in_unit_interval(name: str, value: Any) -> float:
-    number = check_number(name, value, "a number in [0, 1]")
-    if not 0 <= number <= 1:  # also rejects NaN
-        raise ValueError(f"{name} must lie in [0, 1], got {_shown(value)}")
-    return number
-
-
-def check_open_unit_interval(name: str, value: Any) -> float:
-    number = check_number(name, value, "a number in (0, 1)")
-    if not 0 < number < 1:  # also rejects NaN
-        raise ValueError(f"{name} must lie in (0, 1), got {_shown(value)}")
+def check_in_unit_interval(name: str, value: Any, strict: bool = False) -> float:
+    """A number in [0, 1], or in (0, 1) with ``strict``."""
+    interval = "(0, 1)" if strict else "[0, 1]"
+    number = check_number(name, value, f"a number in {interval}")
+    if not (0 < number < 1 if strict else 0 <= number <= 1):  # also rejects NaN
+        raise ValueError(f"{name} must lie in {interval}, got {_shown(value)}")
     return number
 
 

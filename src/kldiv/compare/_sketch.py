@@ -42,7 +42,7 @@ class QuantileSketch:
     """
 
     def __init__(self, relative_accuracy: float = 1e-3, exact_limit: int = 1 << 16):
-        self.relative_accuracy = _validate.check_open_unit_interval("relative_accuracy", relative_accuracy)
+        self.relative_accuracy = _validate.check_in_unit_interval("relative_accuracy", relative_accuracy, strict=True)
         self.exact_limit = _validate.check_integer_at_least("exact_limit", exact_limit, 0)
         self.gamma = (1 + relative_accuracy) / (1 - relative_accuracy)
         self._log_gamma = math.log(self.gamma)

@@ -111,8 +111,13 @@ def tame_limit(v: int) -> float:
     return TAME_SPAN - math.log(max(v, 1))
 
 
-def side(xp: Any, logits: Any, optimistic: bool = False) -> Side:
-    """Stages 1 and 2 for one side: shift by the row max, the sum of exponentials, probabilities.
+def side(xp: Any, logits: Any, optimistic: bool = False, scale: Any = 1.0) -> Side:
+    """Stages 1 and 2 for one side of logits ``logits * scale`` (``scale`` > 0, a number or a 0-d array, such
+    as the inverse of a distillation temperature): shift by the row max, the sum of exponentials, probabilities.
+
+    The max is taken of ``logits`` and then scaled: rounding is monotone, so that is the max of the scaled logits
+    exactly, and Inductor does not rewrite it (it matches ``max(logits * scale)`` to a softmax pattern that checks
+    the sign of the scale and every logit's finiteness: two more passes over the row).
 
     For NumPy arrays and eager CPU tensors the block's tameness is decided here, and the row forms pick their
     formulas from it. Where a value cannot be inspected (compiled code), ``optimistic`` takes the select-free
@@ -124,6 +129,8 @@ def side(xp: Any, logits: Any, optimistic: bool = False) -> Side:
         m = np.maximum.reduce(logits, axis=-1, keepdims=True)  # the ufunc's reduce: np.max costs 3x more per call
     else:
         m = xp.max(logits, axis=-1, keepdims=True)
+    if not (isinstance(scale, float) and scale == 1.0):
+        logits, m = logits * scale, m * scale
     x = logits - m  # NaN everywhere for a NaN or all -inf row, NaN at a +inf logit
     # the largest row span is -min(x) over the block: one reduction of the whole block (NaN or -inf where a row
     # is not finite, which fails the comparison)

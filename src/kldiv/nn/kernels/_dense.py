@@ -99,23 +99,16 @@ def scaled(x: torch.Tensor, inv_temperature: float | torch.Tensor) -> torch.Tens
     return x if isinstance(inv_temperature, float) and inv_temperature == 1.0 else x * inv_temperature
 
 
-def tempered(logits: torch.Tensor, inv_temperature: float | torch.Tensor, dtype: torch.dtype,
-             squash: Squash | None = None) -> torch.Tensor:
-    """``logits`` in the work ``dtype``, transformed by ``squash`` and divided by the temperature."""
-    return scaled(squashed(squash, logits.to(dtype)), inv_temperature)
-
-
 def _dense_kernel(div: Divergence, shards: Any = None, squash: tuple[Squash | None, Squash | None] = (None, None),
                   optimistic: bool = False):
     def kernel(student, teacher, inv_temperature, grad_scale, out):
         dtype = work_dtype(student.dtype, teacher.dtype)
-        y_s = tempered(student, inv_temperature, dtype, squash[0])
-        y_t = tempered(teacher, inv_temperature, dtype, squash[1])
+        y_s, y_t = squashed(squash[0], student.to(dtype)), squashed(squash[1], teacher.to(dtype))
         if shards is not None:  # vocabulary slices: row constants and sums combined across the group
-            s, t = _rows.shared_sides(xp, (y_s, y_t), shards)
+            s, t = _rows.shared_sides(xp, (scaled(y_s, inv_temperature), scaled(y_t, inv_temperature)), shards)
             found = div.reductions(s, t, inv_temperature * grad_scale, out, shards), None
-        else:
-            s, t = _rows.side(xp, y_s, optimistic), _rows.side(xp, y_t, optimistic)
+        else:  # the temperature is applied in side(), after the row max
+            s, t = _rows.side(xp, y_s, optimistic, inv_temperature), _rows.side(xp, y_t, optimistic, inv_temperature)
             found = div.reductions(s, t, inv_temperature * grad_scale, out), _rows.bounds(s, t)
         if out is not None and squash[0] is not None:
             squash[0].chain(out, student.to(dtype))
@@ -258,11 +251,11 @@ def run_chunks(
     if n_sel == 0:
         return torch.zeros(n, dtype=dtype, device=device)
     config = _config.get_config()
-    key = (*key, *(x.dtype for x in inputs), *(x.shape[1] for x in inputs), dtype, device.type)
+    key = (*key, *(x.dtype for x in inputs), *(x.shape[1] for x in inputs), dtype, device.type, temperature == 1.0)
     compile_it = compilable and _compile.wanted(n_sel * width, device, key)
     step = max(2, (config.compiled_chunk if compile_it else config.eager_chunk) // width)
-    if compile_it:
-        inv_t = torch.tensor(1.0 / temperature, dtype=dtype, device=device)
+    if compile_it:  # temperature 1 compiles without the product (a kernel of its own: see the key above)
+        inv_t = 1.0 if temperature == 1.0 else torch.tensor(1.0 / temperature, dtype=dtype, device=device)
         scale = torch.as_tensor(grad_scale, dtype=dtype, device=device)
     else:  # eagerly numbers: no tensor to make, and none to read back for temperature 1
         inv_t, scale = 1.0 / temperature, grad_scale if isinstance(grad_scale, torch.Tensor) else float(grad_scale)

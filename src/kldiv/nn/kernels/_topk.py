@@ -20,7 +20,7 @@ import torch
 
 from ... import _config, _rows
 from . import _triton
-from ._dense import Divergence, Squash, run_chunks, scaled, squashed, work_dtype
+from ._dense import Divergence, Squash, run_chunks, squashed, work_dtype
 
 
 class _Positions:
@@ -99,8 +99,8 @@ def _topk_kernel(div: Divergence, bucket: bool, shards: Any = None, squash: Squa
         raw = student.to(dtype)
         x = squashed(squash, raw)
         s_logits, t_logits, tail = outcomes(x, indices, logprobs.to(dtype), bucket, shards)
-        s = _rows.side(xp, scaled(s_logits, inv_temperature), optimistic)
-        t = _rows.side(xp, scaled(t_logits, inv_temperature), optimistic)
+        s = _rows.side(xp, s_logits, optimistic, inv_temperature)
+        t = _rows.side(xp, t_logits, optimistic, inv_temperature)
         g = torch.empty_like(s.p) if out is not None else None
         pieces = div.reductions(s, t, inv_temperature * grad_scale, g)  # g: d value / d s_logits; rows sum to 0
         if out is not None:

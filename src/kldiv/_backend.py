@@ -162,7 +162,8 @@ def result_dtype(xp: Any, *dtypes: Any) -> Any:
 
 def is_tracing(x: Any) -> bool:
     """True where values cannot be inspected: inside ``jax.jit``, ``torch.compile``/``torch.jit`` tracing,
-    ``tf.function`` graphs, and for torch tensors on the ``meta`` device (Keras's shape inference uses them)."""
+    ``tf.function`` graphs, torch tensors under ``torch.func`` transforms (vmap), and torch tensors on the
+    ``meta`` device (Keras's shape inference uses them)."""
     if "tensorflow" in sys.modules and is_tf(x):
         import tensorflow as tf
 
@@ -177,12 +178,36 @@ def is_tracing(x: Any) -> bool:
 
         if torch.compiler.is_compiling() or torch.jit.is_tracing() or x.device.type == "meta":
             return True
+        if torch._C._functorch.is_functorch_wrapped_tensor(x):  # batched by torch.func.vmap
+            return True
         try:
             from torch._subclasses.fake_tensor import FakeTensor
         except ImportError:  # pragma: no cover - very old torch
             return False
         return isinstance(x, FakeTensor)
     return False
+
+
+def torch_func_kind(*arrays: Any) -> str | None:
+    """How ``torch.func`` transforms hold the torch tensors among ``arrays``: "grad" when one is inside a
+    gradient transform (grad, vjp, jacrev, jacfwd, hessian, jvp) or batched by vmap over a tensor that requires
+    grad, "vmap" when they are only batched, None when no transform holds them."""
+    torch = sys.modules.get("torch")
+    if torch is None or torch._C._functorch.peek_interpreter_stack() is None:  # no transform is running
+        return None
+    _functorch = torch._C._functorch
+    kind = None
+    for a in arrays:
+        if not (isinstance(a, torch.Tensor) and _functorch.is_functorch_wrapped_tensor(a)):
+            continue
+        kind = "vmap"
+        while _functorch.is_functorch_wrapped_tensor(a):
+            if _functorch.is_gradtrackingtensor(a):
+                return "grad"
+            a = _functorch.get_unwrapped(a)
+        if a.requires_grad and torch.is_grad_enabled():
+            return "grad"
+    return kind
 
 
 def has_values(x: Any) -> bool:

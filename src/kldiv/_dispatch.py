@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from . import _backend, _engine
+from . import _backend, _engine, _validate
 
 
 def forward(measure: _engine.Measure, inputs: Sequence[Any], names: Sequence[str], **options: Any) -> Any:
@@ -21,6 +21,7 @@ def forward(measure: _engine.Measure, inputs: Sequence[Any], names: Sequence[str
     if small is not None:
         return small
     _backend.namespace(*inputs)  # mixed libraries fail here, before any bridge sees them
+    _validate.check_no_torch_func("kldiv.kl and the other measures", *inputs, batched_ok=True)  # vmap: the engine, traced
     if _backend.is_tf(*inputs):
         from ._bridges.tf import measure_function
 
@@ -44,6 +45,7 @@ def gradients(measure: _engine.Measure, inputs: Sequence[Any], names: Sequence[s
         from ._bridges.tf import gradients
 
         return gradients(measure, inputs, names, options)
+    _validate.check_no_torch_func("kldiv.grad", *inputs, options.get("upstream"), batched_ok=True)
     inputs = [x.detach() if _backend.is_torch(x) else x for x in inputs]
     result = _engine.run(measure, inputs, names, grad=True, **options)
     return tuple(result.layout.gradient(g, i) for i, g in enumerate(result.grads))

@@ -86,7 +86,11 @@ class Layout:
         xp, shape = self.xp, self.shapes[i]
         full = xp.reshape(grad_rows, self.batch + (self.outcomes,))
         extra = len(self.batch) + 1 - len(shape)
-        full = xp.moveaxis(full, -1, self.axes[i] + extra)
+        to = self.axes[i] + extra
+        if to != full.ndim - 1:  # the outcomes back to the input's axis (a permutation: torch.func.vmap batches it)
+            order = list(range(full.ndim - 1))
+            order.insert(to, full.ndim - 1)
+            full = xp.permute_dims(full, tuple(order))
         summed = tuple(range(extra)) + tuple(
             extra + d for d, size in enumerate(shape) if size == 1 and full.shape[extra + d] != 1
         )
@@ -102,7 +106,8 @@ def prepare(inputs: Sequence[Any], names: Sequence[str], axis: int) -> tuple[Any
     like = next((a for a in inputs if _backend._is_array(a) and not isinstance(a, np.ndarray)), None)
     arrays = [_backend.to_array(x, n, xp, like) for x, n in zip(inputs, names, strict=True)]
     axes = [_validate.check_axis(axis, a.ndim, n) for a, n in zip(arrays, names, strict=True)]
-    moved = [xp.moveaxis(a, ax, -1) if ax != a.ndim - 1 else a for a, ax in zip(arrays, axes, strict=True)]
+    moved = [a if ax == a.ndim - 1 else xp.permute_dims(a, (*(d for d in range(a.ndim) if d != ax), ax))
+             for a, ax in zip(arrays, axes, strict=True)]
     batch, outcomes = _validate.check_shapes(tuple(names), [tuple(m.shape) for m in moved], axis)
     layout = Layout(xp, [tuple(a.shape) for a in arrays], axes, batch, outcomes)
     n_rows = layout.n_rows

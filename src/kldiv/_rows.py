@@ -137,7 +137,7 @@ def side(xp: Any, logits: Any, optimistic: bool = False, scale: Any = 1.0) -> Si
     if isinstance(logits, np.ndarray) and logits.size > 0:
         edges = not np.minimum.reduce(x, axis=None) >= -tame_limit(logits.shape[-1])
     elif (torch is not None and isinstance(logits, torch.Tensor) and logits.device.type == "cpu" and logits.numel()
-          and not torch.compiler.is_compiling()):
+          and not torch.compiler.is_compiling() and not torch._C._functorch.is_functorch_wrapped_tensor(logits)):
         edges = not float(torch.amin(x)) >= -tame_limit(logits.shape[-1])
     elif optimistic:
         bounds, edges = xp.min(x, axis=-1, keepdims=True), False
@@ -172,6 +172,15 @@ def sign_of_finite(xp: Any, x: Any) -> Any:
     """``sign(x)`` for x without NaN: PyTorch's own (array-api-compat's adds two passes that restore NaN)."""
     torch = sys.modules.get("torch")
     return torch.sign(x) if torch is not None and isinstance(x, torch.Tensor) else xp.sign(x)
+
+
+def sign(xp: Any, x: Any) -> Any:
+    """``sign(x)``, NaN where x is NaN. For PyTorch (whose sign gives 0 at NaN) one select, which torch.func.vmap
+    batches (array-api-compat's boolean-mask assignment it cannot)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        return torch.where(torch.isnan(x), x, torch.sign(x))
+    return xp.sign(x)
 
 
 def poison(xp: Any, value: Any, *log_zs: Any) -> Any:

@@ -347,6 +347,25 @@ def check_temperature(value: Any) -> float:
     return number
 
 
+def check_no_torch_func(what: str, *tensors: Any, batched_ok: bool = False) -> None:
+    """Refuse torch tensors held by ``torch.func`` transforms where ``what`` cannot run under them: its torch
+    gradients are computed in its forward pass by an autograd Function, which the transforms cannot see
+    through. With ``batched_ok``, values under ``vmap`` alone are allowed (no gradient is asked for)."""
+    kind = _backend.torch_func_kind(*tensors)
+    if kind is None or (kind == "vmap" and batched_ok):
+        return
+    if kind == "vmap":
+        raise RuntimeError(
+            f"{what} does not run under torch.func.vmap: call it on the batched tensors directly (it reduces "
+            "over the last axis and keeps the leading ones)"
+        )
+    raise RuntimeError(
+        f"{what} does not run under torch.func's gradient transforms (grad, vjp, jacrev, jacfwd, hessian): "
+        "use torch.autograd (loss.backward(), torch.autograd.grad) or kldiv.grad, or JAX arrays, where jax.grad "
+        "and jax.vmap compose with kldiv"
+    )
+
+
 def check_first_order(what: str) -> None:
     """Refuse ``create_graph=True`` in a torch backward whose gradient was computed in the forward pass: that
     gradient is not itself differentiable, and a second-order term built on it (a gradient penalty, a

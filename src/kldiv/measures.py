@@ -423,7 +423,7 @@ def _tvd_value(xp, P: Canon, Q: Canon) -> Any:
 
 
 def _tvd_vjp(xp, P: Canon, Q: Canon, value, logits: bool) -> tuple[Any, Any]:
-    s = 0.5 * xp.sign(P.p - Q.p)  # subgradient 0 where p_i = q_i
+    s = 0.5 * _rows.sign(xp, P.p - Q.p)  # subgradient 0 where p_i = q_i
     return (P.p * s, -Q.p * s) if logits else (s, -s)
 
 
@@ -438,7 +438,7 @@ def _tvd_terms(xp, P: _rows.Side, Q: _rows.Side) -> tuple[Any, Any]:
     r = _rows.log_ratio(xp, P, Q)
     r = xp.where((P.x == -INF) & (Q.x == -INF), 0.0, r)
     diff = xp.where(r > 0, -Q.p * xp.expm1(-r), -P.p * xp.expm1(r))
-    return diff, -xp.sign(r)
+    return diff, -_rows.sign(xp, r)
 
 
 def _tvd_sums(xp, P: _rows.Side, Q: _rows.Side) -> tuple[Any, Any, Any]:

@@ -312,6 +312,7 @@ def distillation_loss(
       Agarwal et al. (2024), On-Policy Distillation of Language Models (GKD), eq. 1 (generalized JSD);
       Ko et al. (2024), DistiLLM, eq. 4-5 (skew KL and skew reverse KL).
     """
+    _validate.check_no_torch_func("kldiv.nn's distillation loss", student_logits, teacher_logits, labels)
     options = Options.make(divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction,
                            softcap, logit_scale)
     if isinstance(teacher_logits, TopK):

@@ -192,6 +192,8 @@ def fused_linear_distillation_loss(
       Hinton, Vinyals and Dean (2015); Agarwal et al. (2024), GKD; Ko et al. (2024), DistiLLM;
       Wijmans et al. (2024), Cut Your Losses in Large-Vocabulary Language Models (chunked logits).
     """
+    _validate.check_no_torch_func("kldiv.nn's fused linear loss", student_hidden, student_weight, teacher_hidden,
+                                  teacher_weight, student_bias, teacher_bias, teacher_logits, labels)
     options = Options.make(divergence, beta, alpha, temperature, scale_by_temperature_squared, ignore_index, reduction,
                            softcap, logit_scale)
     _validate.check_fused_reduction(options.reduction)
